@@ -202,16 +202,23 @@ class CLIP(nn.Module):
         return image_features, text_features, self.logit_scale.exp()
 
 
-def clip_loss(image_features, text_features, logit_scale):
-    """Symmetric contrastive loss (InfoNCE) over a batch of B matching image-caption pairs.
+def clip_loss(image_features, text_features, logit_scale, positives=None):
+    """Symmetric contrastive loss (InfoNCE) over a batch of B image-caption pairs.
 
     Each image must pick its own caption out of the B captions in the batch, and each caption its
     own image: two B-way classifications whose right answers sit on the diagonal. Features are
     L2-normalised, so logits are cosine similarities times the learned temperature.
+    positives [B images, B captions] (optional, bool) marks more right answers: D2C writes the same
+    sentence for many images ("two ships in open sea"), and a caption that is also true of another
+    image in the batch should not be pushed away from it. The target probability is shared out.
     """
     logits = logit_scale * image_features @ text_features.t()  # [B images, B captions]
-    labels = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+    if positives is None:
+        positives = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+    targets = positives.float()
+    image_to_text = F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
+    text_to_image = F.cross_entropy(logits.t(), targets.t() / targets.t().sum(1, keepdim=True))
+    return (image_to_text + text_to_image) / 2
 
 
 # ----------------------------------------------------------------------------- checkpoints

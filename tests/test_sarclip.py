@@ -164,6 +164,23 @@ def test_loss_is_low_for_matched_pairs_and_ln_b_for_random_ones():
     torch.testing.assert_close(clip_loss(features, other, 10.0), clip_loss(other, features, 10.0))
 
 
+def test_captions_true_of_another_image_are_not_pushed_away_from_it():
+    image = F.normalize(torch.tensor([[1.0, 0.2, 0], [0.2, 1.0, 0], [0, 0, 1.0]]), dim=-1)
+    text = F.normalize(torch.tensor([[1.0, 0.2, 0], [1.0, 1.0, 0], [0, 0.3, 1.0]]), dim=-1)
+    positives = torch.eye(3, dtype=torch.bool)
+    positives[0, 1] = True  # caption 1 ("two ships") is also true of image 0
+
+    def pull_of_caption_1_on_image_0(positives):
+        features = image.clone().requires_grad_()
+        clip_loss(features, text, torch.tensor(10.0), positives).backward()
+        return -(features.grad[0] @ text[1]).item()  # > 0: a gradient step moves image 0 towards caption 1
+
+    assert pull_of_caption_1_on_image_0(None) < 0  # plain CLIP: a true caption treated as a negative
+    assert pull_of_caption_1_on_image_0(positives) > 0
+    identity = clip_loss(image, text, torch.tensor(10.0), torch.eye(3, dtype=torch.bool))
+    torch.testing.assert_close(identity, clip_loss(image, text, torch.tensor(10.0)))
+
+
 # ----------------------------------------------------------------------------- checkpoint loading
 
 def openai_like_model():

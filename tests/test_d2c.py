@@ -1,0 +1,266 @@
+"""D2C: captions made from detection boxes say true things (counts, where, how big, how arranged)."""
+import random
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from d2c import (CELL_PHRASES, MAX_WORDS, NUMBER_WORDS, arrangement, article, captions, count_word,
+                 grid_position, length_metres, plural, size_class)
+
+NUMBERS = {"a": 1, "an": 1, **{word: i for i, word in enumerate(NUMBER_WORDS)}}
+SEA_WORDS = ("sea", "water", "offshore")
+SHORE_WORDS = ("inshore", "coastal", "nearshore", "land", "shore", "coast")
+
+
+def ship(x0, y0, x1, y1, **extra):
+    """One ship object, boxed in pixels."""
+    return {"category": "ship", "box": [x0, y0, x1, y1], **extra}
+
+
+def counts_in(caption, categories):
+    """{category: count} read back from "<number> [size] <noun>" in a caption, checking agreement."""
+    found = {}
+    for category in categories:
+        nouns = f"{re.escape(plural(category, 2))}|{re.escape(category)}"
+        pattern = rf"\b(\d+|{'|'.join(NUMBERS)})\s+(?:(?:small|medium-sized|large)\s+)?({nouns})\b"
+        for number, noun in re.findall(pattern, caption):
+            count = int(number) if number.isdigit() else NUMBERS[number]
+            assert noun == plural(category, count), caption  # "one ship", "three ships", never mixed
+            assert category not in found, caption            # each category counted once
+            found[category] = count
+    return found
+
+
+def mentions(text, words):
+    """True when any of the words appears in text as a whole word ("shore" is not in "offshore")."""
+    return any(re.search(rf"\b{re.escape(w)}\b", text) for w in words)
+
+
+def many_captions(record, seeds=20):
+    """Five captions for each of several seeds: enough to see every optional fact."""
+    return [c for seed in range(seeds) for c in captions(record, n=5, seed=seed)]
+
+
+# ---- words -----------------------------------------------------------------------------------------
+
+def test_plural_and_number_words():
+    assert (plural("ship", 1), plural("ship", 3), plural("aircraft", 2)) == ("ship", "ships", "aircraft")
+    assert (plural("harbor", 2), plural("ferry", 2), plural("bus", 2)) == ("harbors", "ferries", "buses")
+    assert plural("storage tank", 2) == "storage tanks"  # the last word takes the plural
+    assert (plural("T72", 2), plural("2S1", 4), plural("A320/321", 2)) == ("T72s", "2S1s", "A320/321s")
+    assert (count_word(3), count_word(12), count_word(13)) == ("three", "twelve", "13")
+    assert count_word(3, digits=True) == "3"
+
+
+def test_articles_follow_sound():
+    assert [article(w) for w in ("aircraft", "ship", "SAR image", "T72", "A220", "SUV", "2S1", "unit")] == \
+        ["an", "a", "a", "a", "an", "an", "a", "a"]
+
+
+# ---- counts ----------------------------------------------------------------------------------------
+
+def test_counts_match_boxes_in_words_and_digits():
+    objects = [ship(100 + 60 * i, 100, 140 + 60 * i, 110) for i in range(3)]
+    objects += [{"category": "aircraft", "box": [400, 400, 440, 440]}]
+    objects += [{"category": "car", "box": [10 * i, 700, 10 * i + 8, 704]} for i in range(13)]
+    record = {"width": 800, "height": 800, "objects": objects}
+    texts = many_captions(record)
+    for text in texts:
+        assert counts_in(text, ["ship", "aircraft", "car"]) == {"ship": 3, "aircraft": 1, "car": 13}
+    assert any("three ships" in t for t in texts) and any("3 ships" in t for t in texts)
+    assert all(re.search(r"\b13 (small )?cars", t) for t in texts)  # above twelve, always digits
+
+
+def test_multiple_categories_and_verb_agreement():
+    record = {"width": 800, "height": 800,
+              "objects": [ship(100, 100, 140, 110), ship(600, 600, 640, 610),
+                          {"category": "aircraft", "box": [400, 400, 440, 440]}]}
+    for text in many_captions(record):
+        assert counts_in(text, ["ship", "aircraft"]) == {"ship": 2, "aircraft": 1}
+        assert " is visible" not in text  # three objects: "are visible"
+    lone = {"width": 800, "height": 800, "objects": [ship(100, 100, 140, 110)]}
+    assert not any("there are" in t or " are visible" in t for t in many_captions(lone))
+
+
+def test_model_names_keep_their_case():
+    record = {"width": 491, "height": 594, "objects": [
+        {"category": "T72", "box": [10, 10, 100, 100]}, {"category": "T72", "box": [200, 300, 290, 390]},
+        {"category": "2S1", "box": [300, 10, 390, 100]}]}
+    for text in many_captions(record, seeds=5):
+        assert counts_in(text, ["T72", "2S1"]) == {"T72": 2, "2S1": 1}
+        assert "t72" not in text
+
+
+# ---- where, how big, how arranged ------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", sorted(CELL_PHRASES))
+def test_each_grid_cell_is_named_right(cell):
+    row, col = cell
+    cx, cy = 150 + 300 * col, 150 + 300 * row  # the centre of that cell in a 900 x 900 image
+    box = [cx - 10, cy - 5, cx + 10, cy + 5]
+    assert grid_position(box, 900, 900) == cell
+    texts = many_captions({"width": 900, "height": 900, "objects": [ship(*box)]}, seeds=4)
+    said = {p for phrases in CELL_PHRASES.values() for p in phrases for t in texts if p in t}
+    assert said and said <= set(CELL_PHRASES[cell])
+
+
+def test_grid_borders_and_boxes_past_the_edge():
+    assert grid_position([290, 0, 308, 10], 900, 900) == (0, 0)    # centre x = 299: left third
+    assert grid_position([290, 0, 310, 10], 900, 900) == (0, 1)    # centre x = 300: middle third
+    assert grid_position([850, 880, 1000, 960], 900, 900) == (2, 2)  # centre outside: clamped
+
+
+def test_metric_length_from_pixel_spacing():
+    assert length_metres([100, 100, 140, 110], 3.0) == 120    # 40 px x 3 m/px
+    assert length_metres([0, 0, 5, 23], 3.0) == 69            # the longer side counts
+    assert length_metres([0, 0, 411, 5], 3.0) == 1200         # 1233 m, two significant figures
+    assert length_metres([0, 0, 2, 1], 3.0) == 6
+    record = {"width": 800, "height": 800, "pixel_spacing": 3.0, "objects": [ship(100, 100, 140, 110)]}
+    said = [re.search(r"(\d+) m long", t) for t in many_captions(record)]
+    assert {m.group(1) for m in said if m} == {"120"}
+    pair = {"width": 800, "height": 800, "pixel_spacing": 3.0,
+            "objects": [ship(100, 100, 120, 110), ship(600, 600, 640, 610)]}
+    assert any("60 to 120 m long" in t for t in many_captions(pair))
+    assert not any(" m long" in t for t in many_captions({**record, "pixel_spacing": None}))
+
+
+def test_relative_size_against_the_longer_image_side():
+    assert [size_class([0, 0, 40, 10], 800, 600), size_class([0, 0, 160, 10], 800, 600),
+            size_class([0, 0, 10, 400], 800, 600)] == ["small", "medium-sized", "large"]  # 0.05, 0.2, 0.5
+    mixed = {"width": 800, "height": 800, "objects": [ship(0, 0, 40, 10), ship(400, 400, 800, 410)]}
+    assert not any(w in t for t in many_captions(mixed) for w in ("small", "large", "medium"))
+
+
+@pytest.mark.parametrize("centres, kind", [
+    ([(100, 100), (300, 105), (500, 100)], "row"),        # 5 px off a 400 px line
+    ([(100, 100), (300, 300), (500, 500)], "row"),        # diagonal rows count too
+    ([(100, 100), (150, 130), (110, 160)], "clustered"),  # all within 61 px < 25% of 800
+    ([(100, 100), (100, 100), (100, 100)], "clustered"),  # a tight knot is not a row
+    ([(100, 100), (700, 150), (400, 700)], "scattered"),
+    ([(100, 100), (300, 100)], None),                     # fewer than three: nothing said
+])
+def test_arrangement_rules(centres, kind):
+    assert arrangement(centres, 800, 800) == kind
+
+
+def test_row_of_ships_is_described_as_a_row():
+    record = {"width": 800, "height": 800, "objects": [ship(x, 100, x + 40, 110) for x in (100, 300, 500)]}
+    texts = many_captions(record)
+    assert any(w in t for t in texts for w in ("in a row", "lined up", "in a line"))
+    assert not any(w in t for t in texts for w in ("scattered", "spread out", "clustered", "close together"))
+
+
+# ---- coast and scene -------------------------------------------------------------------------------
+
+def test_near_coast_only_when_flagged():
+    flagged = {"width": 800, "height": 800, "objects": [ship(100, 100, 140, 110, near_coast=True)]}
+    assert any("near the coast" in t or "coastline" in t for t in many_captions(flagged))
+    some = {"width": 800, "height": 800, "objects": [
+        ship(100, 100, 140, 110, near_coast=True), ship(300, 500, 340, 510), ship(700, 300, 740, 310)]}
+    assert any("one of them near" in t or "one of them close" in t for t in many_captions(some))
+    plain = {"width": 800, "height": 800, "objects": [ship(100, 100, 140, 110)]}
+    assert not any(mentions(t, ("coast", "coastline", "shore")) for t in many_captions(plain))
+
+
+def test_scene_words_follow_the_record():
+    record = {"width": 800, "height": 800, "objects": [ship(100, 100, 140, 110)]}
+    offshore = many_captions({**record, "scene": "offshore"})
+    inshore = many_captions({**record, "scene": "inshore"})
+    unknown = many_captions(record)
+    assert any(mentions(t, SEA_WORDS) for t in offshore)
+    assert not any(mentions(t, SHORE_WORDS) for t in offshore)
+    assert any(mentions(t, SHORE_WORDS) for t in inshore)
+    assert not any(mentions(t, SEA_WORDS) for t in inshore)
+    assert not any(mentions(t, SEA_WORDS + SHORE_WORDS) for t in unknown)
+
+
+def test_empty_scene_claims_sea_only_offshore():
+    empty = {"width": 800, "height": 800, "objects": []}
+    for text in many_captions(empty, seeds=5):
+        assert ("no targets" in text or "empty" in text or "only background" in text)
+        assert not mentions(text, SEA_WORDS + SHORE_WORDS)
+    assert any("open sea" in t for t in many_captions({**empty, "scene": "offshore"}, seeds=5))
+    assert not any(mentions(t, SEA_WORDS) for t in many_captions({**empty, "scene": "inshore"}, seeds=5))
+
+
+# ---- variety, determinism, the simple ablation -----------------------------------------------------
+
+def busy_record():
+    return {"width": 800, "height": 800, "pixel_spacing": 2.5, "scene": "inshore", "source": "HRSID",
+            "objects": [ship(100, 100, 140, 110, near_coast=True), ship(300, 100, 340, 110),
+                        ship(500, 100, 540, 110), {"category": "aircraft", "box": [400, 600, 440, 640]}]}
+
+
+def test_deterministic_for_a_seed_and_varied_across_seeds():
+    record = busy_record()
+    assert captions(record, n=5, seed=3) == captions(record, n=5, seed=3)
+    assert captions(record, n=5, seed=3) != captions(record, n=5, seed=4)
+    assert len(set(captions(record, n=5))) == 5
+    assert len({captions(record, n=1, seed=s)[0] for s in range(10)}) >= 4
+    assert all(len(t.split()) <= MAX_WORDS for t in many_captions(record))
+
+
+def test_global_random_state_is_left_alone():
+    random.seed(0)
+    expected = random.random()
+    random.seed(0)
+    captions(busy_record(), n=5)
+    assert random.random() == expected
+
+
+def test_too_few_distinct_captions_are_repeated_not_invented():
+    texts = captions({"width": 100, "height": 100, "objects": []}, n=40)
+    assert len(texts) == 40 and len(set(texts)) < 40
+
+
+def test_simple_captions_use_one_fixed_template():
+    record = {"width": 800, "height": 800,
+              "objects": [ship(0, 0, 10, 10), ship(50, 50, 60, 60),
+                          {"category": "aircraft", "box": [1, 1, 9, 9]}]}
+    assert captions(record, n=3, simple=True) == ["a SAR image of two ships and one aircraft."] * 3
+    assert captions({**record, "objects": []}, n=2, simple=True) == ["a SAR image with no targets."] * 2
+
+
+# ---- bad input -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, message", [
+    ({"width": None}, "'width'"),
+    ({"height": -5}, "'height'"),
+    ({"objects": [ship(10, 10, 10, 20)]}, "empty or negative-size box"),
+    ({"objects": [ship(30, 10, 20, 20)]}, "empty or negative-size box"),
+    ({"objects": [{"category": "ship", "box": [1, 2, 3]}]}, "4 numbers"),
+    ({"objects": [{"box": [1, 2, 3, 4]}]}, "'category' and 'box'"),
+    ({"pixel_spacing": 0}, "pixel_spacing"),
+    ({"scene": "harbour"}, "scene"),
+])
+def test_bad_records_raise_a_clear_error(change, message):
+    record = {"width": 800, "height": 800, "objects": [ship(1, 2, 3, 4)], **change}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        captions(record)
+
+
+def test_missing_keys_and_bad_n():
+    with pytest.raises(ValueError, match="missing 'objects'"):
+        captions({"width": 800, "height": 800})
+    with pytest.raises(ValueError, match="n must be"):
+        captions({"width": 800, "height": 800, "objects": []}, n=0)
+
+
+# ---- real data -------------------------------------------------------------------------------------
+
+def test_counts_on_real_mstar_scenes(shared):
+    folder = shared / "sar" / "mstar_scenes"
+    names = dict(line.split() for line in (folder / "classes.txt").read_text().splitlines() if line.strip())
+    for path in sorted((folder / "Annotations").glob("*.xml"))[:25]:
+        root = ET.parse(path).getroot()
+        objects = [{"category": names[obj.findtext("name")],
+                    "box": [float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]}
+                   for obj in root.iter("object")]
+        record = {"width": int(root.findtext("size/width")), "height": int(root.findtext("size/height")),
+                  "objects": objects, "source": "MSTAR"}
+        expected = {}
+        for obj in objects:
+            expected[obj["category"]] = expected.get(obj["category"], 0) + 1
+        for text in captions(record, n=3):
+            assert counts_in(text, list(expected)) == expected, (path.name, text)
