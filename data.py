@@ -1,0 +1,1060 @@
+"""Data for SARCLIP: detection sets in, MMSAR manifests out, a Dataset over them, synthetic SAR scenes.
+
+MMSAR is the union of SAR object-detection sets, each image captioned by D2C from its boxes. This file
+reads the usual detection formats into one Record type, checks them, writes them as a manifest, serves
+a manifest to training, and, with no data at hand, draws a small synthetic SAR detection set.
+
+    python data.py build --source HRSID=coco:HRSID/annotations/train2017.json \\
+                         --source voc:mstar_scenes:mstar_scenes/classes.txt --out mmsar.jsonl
+    python data.py synth --out data_cache/synthetic --preview docs/synthetic_examples.png
+
+A manifest is JSON Lines, one image per line (the last three keys only when known):
+
+    {"image": "JPEGImages/000001.jpg", "width": 491, "height": 594, "source": "mstar_scenes",
+     "counts": {"BRDM2": 1, "ZIL131": 1}, "boxes": [[15, 354, 108, 448, "BRDM2"], ...],
+     "captions": ["a SAR image of a BRDM2 and a ZIL131.", ...], "split": "train",
+     "pixel_spacing": 2.0, "scene": "inshore", "near_coast": [false, true]}
+
+An image path is relative to the manifest's folder (so data and manifest move together), or absolute
+when the image lies outside that folder.
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import d2c
+
+# ---- records and category names --------------------------------------------------------------------
+
+# One name per kind of target across all sets. Keys are matched lower-cased with spaces, "_" and "-"
+# removed ("Oil_Tank" = "oil tank"). "tank" is a storage tank (SARDet-100K); MSTAR's T62/T72 battle
+# tanks keep their own names. SAR-AIRcraft's aircraft types become "aircraft"; its class "other" needs
+# a class list line "other aircraft" (a bare "other" is too vague to map for every set).
+CATEGORY_NAMES = {
+    **dict.fromkeys(["ship", "boat", "vessel", "cargo", "cargo ship", "container ship", "tanker", "ferry",
+                     "bulk carrier", "fishing", "fishing boat", "passenger ship", "tug", "dredger", "warship",
+                     "other ship"], "ship"),
+    **dict.fromkeys(["aircraft", "airplane", "aeroplane", "plane", "A220", "A320/321", "A330", "A350",
+                     "ARJ21", "Boeing737", "Boeing747", "Boeing787"], "aircraft"),
+    **dict.fromkeys(["tank", "oil tank", "storage tank"], "tank"),
+    **dict.fromkeys(["harbor", "harbour", "port"], "harbor"),
+    "bridge": "bridge",
+    **dict.fromkeys(["car", "vehicle", "small vehicle"], "car"),
+}
+KNOWN_CATEGORIES = set(CATEGORY_NAMES.values())
+
+
+def squash(name):
+    """A class name reduced for matching: lower case, no spaces, underscores or hyphens."""
+    return re.sub(r"[\s_\-]", "", name.lower())
+
+
+NAME_LOOKUP = {squash(key): value for key, value in CATEGORY_NAMES.items()}
+
+
+def category_name(raw, classes=None):
+    """The MMSAR category of an annotation's class id or name: class list, then CATEGORY_NAMES.
+
+    A name in neither is kept, lower-cased unless it is a designation such as "T72" or "2S1" (a digit
+    or all capitals), which D2C writes as it is; build_manifest counts it as an unknown category.
+    """
+    name = " ".join(str(raw).split())
+    name = (classes or {}).get(name, name)
+    return NAME_LOOKUP.get(squash(name)) or (name if d2c.is_model_name(name) else name.lower())
+
+
+class SARDataError(ValueError):
+    """Data that cannot be used: an unreadable image or a malformed manifest line; says which file."""
+
+
+@dataclass
+class Record:
+    """One annotated SAR image: what every reader returns and D2C reads (through to_d2c)."""
+    image: str                      # path of the image file
+    width: int | None               # pixels; None until read off the image (build_manifest does)
+    height: int | None
+    objects: list = field(default_factory=list)  # {"category", "box": [x0, y0, x1, y1], "polygon"?, "near_coast"?}
+    source: str = ""                # the detection set, e.g. "HRSID"
+    pixel_spacing: float | None = None  # metres per pixel, when the annotation says
+    scene: str | None = None        # "offshore", "inshore" or None
+
+    def to_d2c(self):
+        """The plain dict d2c.captions reads (polygons left out)."""
+        objects = [{k: v for k, v in obj.items() if k != "polygon"} for obj in self.objects]
+        return {"width": self.width, "height": self.height, "objects": objects, "source": self.source or None,
+                "pixel_spacing": self.pixel_spacing, "scene": self.scene}
+
+
+def make_object(name, box, classes=None, polygon=None, near_coast=None):
+    """An object dict from raw annotation values (raises ValueError on a missing name or bad numbers)."""
+    if name is None or not str(name).strip():
+        raise ValueError("an object has no class name")
+    obj = {"category": category_name(name, classes), "box": [float(v) for v in box]}
+    if polygon:
+        obj["polygon"] = [float(v) for v in polygon]
+    if near_coast is not None:
+        obj["near_coast"] = str(near_coast).strip().lower() in ("1", "true", "yes")
+    return obj
+
+
+def polygon_box(polygon):
+    """The axis-aligned box [x0, y0, x1, y1] around a flat polygon [x1, y1, x2, y2, ...]."""
+    xs, ys = polygon[0::2], polygon[1::2]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def positive_or_none(text):
+    """A positive number from annotation text ("3.0"), else None ("null", "", "-1")."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def read_class_list(path):
+    """{name as in the annotations: class name} from lines "0 2S1" or "other aircraft"; a line
+    holding one name only (YOLO's obj.names) gets its line number as id."""
+    names = {}
+    for number, line in enumerate(Path(path).read_text().splitlines()):
+        parts = line.split(maxsplit=1)
+        if len(parts) == 2:
+            names[parts[0]] = parts[1].strip()
+        elif parts:
+            names[str(number)] = parts[0]
+    return names
+
+
+# ---- annotation readers: VOC, COCO, YOLO, DOTA -> Records -------------------------------------------
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+IMAGE_FOLDERS = ("JPEGImages", "images", "")  # where detection releases put images, relative to a root
+
+
+def find_image(roots, name):
+    """The image called name (any image extension) in a root or its JPEGImages/ or images/ folder.
+
+    Falls back to where VOC expects it; build_manifest then reports it missing.
+    """
+    name = Path(name)
+    base = name.with_suffix("") if name.suffix.lower() in IMAGE_EXTENSIONS else name
+    names = [name] + [base.parent / (base.name + ext) for ext in IMAGE_EXTENSIONS]
+    for root in roots:
+        for folder in IMAGE_FOLDERS:
+            for candidate in names:
+                if (Path(root) / folder / candidate).is_file():
+                    return Path(root) / folder / candidate
+    return Path(roots[0]) / IMAGE_FOLDERS[0] / name
+
+
+def voc_box(obj):
+    """([x0, y0, x1, y1], polygon or None) of a VOC <object>: <bndbox>, <robndbox> or <polygon>."""
+    if (box := obj.find("bndbox")) is not None:  # some releases write floats: "12.0"
+        return [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")], None
+    if (rbox := obj.find("robndbox")) is not None:  # rotated box: centre, size, angle in radians
+        cx, cy, w, h, angle = (float(rbox.findtext(k)) for k in ("cx", "cy", "w", "h", "angle"))
+        c, s = math.cos(angle), math.sin(angle)
+        polygon = [v for u, t in ((-w, -h), (w, -h), (w, h), (-w, h))
+                   for v in (cx + (u * c - t * s) / 2, cy + (u * s + t * c) / 2)]
+    elif (poly := obj.find("polygon")) is not None:
+        polygon = [float(poly.findtext(f"{axis}{i}")) for i in range(1, 5) for axis in "xy"]
+    else:
+        raise ValueError("an object has no <bndbox>, <robndbox> or <polygon>")
+    return polygon_box(polygon), polygon
+
+
+def parse_voc(path, folder, classes=None):
+    """One Pascal VOC XML file as a Record (raises on anything malformed, so the file is skipped whole)."""
+    root = ET.parse(path).getroot()
+    objects = []
+    for obj in root.iter("object"):
+        box, polygon = voc_box(obj)
+        objects.append(make_object(obj.findtext("name"), box, classes, polygon, obj.findtext("near_coast")))
+    size = root.find("size")
+    width, height = (int(float(size.findtext(k) or 0)) or None if size is not None else None
+                     for k in ("width", "height"))
+    scene = root.findtext("scene")
+    return Record(str(find_image([folder], root.findtext("filename") or path.stem)), width, height, objects,
+                  folder.name, positive_or_none(root.findtext("pixel_spacing")),
+                  scene if scene in ("offshore", "inshore") else None)
+
+
+def read_voc(folder, classes=None, problems=None):
+    """Pascal VOC (SSDD, HRSID, AIR-SARShip, SAR-AIRcraft): folder/Annotations/*.xml, images in JPEGImages/.
+
+    Also reads sarclip's extra tags <pixel_spacing> (metres/pixel), <scene> and per object <near_coast>.
+    """
+    folder, problems = Path(folder), [] if problems is None else problems
+    records = []
+    for path in sorted((folder / "Annotations").glob("*.xml")) or sorted(folder.glob("*.xml")):
+        try:
+            records.append(parse_voc(path, folder, classes))
+        except (ET.ParseError, TypeError, ValueError, OSError) as error:
+            problems.append(("malformed annotation", f"{path}: {error}"))
+    return records
+
+
+def read_coco(path, classes=None, problems=None):
+    """COCO JSON (HRSID, SARDet-100K, SADD): [x, y, w, h] boxes; images beside the JSON or one folder up."""
+    path, problems = Path(path), [] if problems is None else problems
+    try:
+        data = json.loads(path.read_text())
+        names = {c["id"]: c["name"] for c in data.get("categories", [])}
+        per_image = {}
+        for ann in data.get("annotations", []):
+            per_image.setdefault(ann["image_id"], []).append(ann)
+        images = list(data["images"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        problems.append(("malformed annotation", f"{path}: {error}"))
+        return []
+    records = []
+    for info in images:
+        try:
+            objects = []
+            for ann in per_image.get(info["id"], []):
+                x, y, w, h = ann["bbox"]
+                segmentation = ann.get("segmentation")
+                polygon = segmentation[0] if isinstance(segmentation, list) and segmentation else None
+                objects.append(make_object(names.get(ann["category_id"], ann["category_id"]),
+                                           [x, y, x + w, y + h], classes, polygon))
+            image = find_image([path.parent, path.parent.parent], info["file_name"])
+            records.append(Record(str(image), info.get("width"), info.get("height"), objects, path.parent.name))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            problems.append(("malformed annotation", f"{path}: image {info!r:.80}: {error}"))
+    return records
+
+
+def label_files(folder, subfolder):
+    """The .txt label files of a YOLO or DOTA set: in folder/<subfolder>/ if present, else in folder."""
+    labels = folder / subfolder if (folder / subfolder).is_dir() else folder
+    return labels, [p for p in sorted(labels.rglob("*.txt")) if p.name != "classes.txt"]
+
+
+def read_yolo(folder, classes=None, problems=None):
+    """YOLO: a labels/*.txt per image, lines "class cx cy w h" in fractions of the image size.
+
+    The image size comes from the image's header: Pillow reads it without decoding pixels.
+    """
+    folder, problems = Path(folder), [] if problems is None else problems
+    labels, paths = label_files(folder, "labels")
+    records = []
+    for path in paths:
+        image = find_image([folder], path.relative_to(labels).with_suffix(""))
+        try:
+            with Image.open(image) as opened:
+                width, height = opened.size
+        except (OSError, ValueError) as error:
+            problems.append(("missing image" if not image.is_file() else "corrupt image", f"{path}: {error}"))
+            continue
+        try:
+            objects = []
+            for line in path.read_text().splitlines():
+                if not (parts := line.split()):
+                    continue
+                values = [float(v) * (width if i % 2 == 0 else height) for i, v in enumerate(parts[1:])]
+                if len(values) == 4:
+                    cx, cy, w, h = values
+                    objects.append(make_object(parts[0], [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], classes))
+                else:
+                    raise ValueError(f"line {line!r}: expected 'class cx cy w h'")
+        except (ValueError, OSError) as error:
+            problems.append(("malformed annotation", f"{path}: {error}"))
+            continue
+        records.append(Record(str(image), width, height, objects, folder.name))
+    return records
+
+
+def read_dota(folder, classes=None, problems=None):
+    """DOTA-style (RSDD, SIVED): labelTxt/*.txt, lines "x1 y1 ... x4 y4 class [difficult]".
+
+    Header lines "imagesource:..." are skipped; "gsd:0.5" is the pixel spacing in metres.
+    """
+    folder, problems = Path(folder), [] if problems is None else problems
+    labels, paths = label_files(folder, "labelTxt")
+    records = []
+    for path in paths:
+        try:
+            spacing, objects = None, []
+            for line in path.read_text().splitlines():
+                key, colon, value = line.partition(":")
+                if colon:  # a header line
+                    spacing = positive_or_none(value) if key.strip().lower() == "gsd" else spacing
+                elif parts := line.split():
+                    if len(parts) < 9:
+                        raise ValueError(f"line {line!r}: expected 'x1 y1 x2 y2 x3 y3 x4 y4 class'")
+                    polygon = [float(v) for v in parts[:8]]
+                    objects.append(make_object(parts[8], polygon_box(polygon), classes, polygon))
+        except (ValueError, OSError) as error:
+            problems.append(("malformed annotation", f"{path}: {error}"))
+            continue
+        image = find_image([folder], path.relative_to(labels).with_suffix(""))
+        records.append(Record(str(image), None, None, objects, folder.name, spacing))
+    return records
+
+
+READERS = {"voc": read_voc, "coco": read_coco, "yolo": read_yolo, "dota": read_dota}
+
+
+# ---- SAR pixels ---------------------------------------------------------------------------------------
+
+PERCENTILES = (1.0, 99.0)  # a high-dynamic-range image's log scale is clipped here, then mapped to [0, 1]
+
+
+@contextmanager
+def pillow_limits(off):
+    """Pillow's decompression-bomb check, switched off while off is true (the caller bounds memory)."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None if off else saved
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def gray_pixels(image):
+    """(float32 [H, W], is_high_dynamic_range) of an opened image; colour-encoded gray -> channel mean."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # 16/32-bit integers, float: raw values
+        return np.asarray(image, dtype=np.float32), True
+    if image.mode == "L":
+        return np.asarray(image, dtype=np.float32) / 255, False
+    return np.asarray(image.convert("RGB"), dtype=np.float32).mean(axis=2) / 255, False  # RGB(A), P, LA, 1
+
+
+def shrink(pixels, max_side):
+    """Pixels averaged down until the longer side is max_side (on linear intensity, this is multi-looking)."""
+    scale = max(pixels.shape) / max_side
+    if scale <= 1:
+        return pixels
+    size = [max(1, round(side / scale)) for side in pixels.shape]
+    return F.adaptive_avg_pool2d(torch.from_numpy(pixels)[None], size)[0].numpy()
+
+
+def unit_range(values):
+    """High-dynamic-range SAR values -> [0, 1]: log scale, then clip to PERCENTILES and stretch.
+
+    Rule: any negative value means the data are already in dB and are not logged again; otherwise
+    they are linear amplitude or intensity and go to log10 (zeros become the darkest real value).
+    Amplitude or intensity need not be known: 20 log10(A) = 10 log10(I), and the percentile stretch
+    removes any scale and offset, so log10 of either gives the same picture. NaN -> 0, +inf -> 1.
+    """
+    finite = np.isfinite(values)
+    if finite.any() and values[finite].min() >= 0:  # linear
+        positive = values[finite & (values > 0)]
+        values = np.log10(np.maximum(values, positive.min() if positive.size else 1.0))
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros(values.shape, np.float32)
+    sample = finite[:: max(1, finite.size // 1_000_000)]  # percentiles of a million pixels are plenty
+    low, high = np.percentile(sample, PERCENTILES)
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    return np.nan_to_num(np.clip(scaled, 0, 1), nan=0.0).astype(np.float32)
+
+
+def load_sar_image(path, channels=1, max_side=None):
+    """A SAR image file as a float tensor [channels, H, W] in [0, 1].
+
+    8-bit images are divided by 255; 16-bit, 32-bit and float images go through unit_range. Gray is
+    repeated to fill the channels. With max_side, the longer side is averaged down to max_side and
+    Pillow's decompression-bomb check is off: JPEGs decode directly at 1/2 to 1/8 scale (Image.draft),
+    so a huge scene never sits in memory whole; other formats are decoded once at full size.
+    """
+    try:
+        with pillow_limits(off=max_side is not None), Image.open(path) as image:
+            if max_side and max(image.size) > max_side:
+                scale = max(image.size) / max_side
+                image.draft(None, (math.ceil(image.size[0] / scale), math.ceil(image.size[1] / scale)))
+            pixels, high_dynamic_range = gray_pixels(image)
+    except Exception as error:  # Pillow raises many kinds; one error that names the file
+        raise SARDataError(f"cannot read SAR image {path}: {error}") from error
+    if max_side:
+        pixels = shrink(pixels, max_side)
+    if high_dynamic_range:
+        pixels = unit_range(pixels)
+    return torch.from_numpy(np.ascontiguousarray(pixels))[None].repeat(channels, 1, 1)
+
+
+def image_size(path):
+    """(width, height) of an image that decodes; JPEGs are decoded at 1/8 scale, which is cheap."""
+    try:
+        with pillow_limits(off=True), Image.open(path) as image:
+            size = image.size
+            image.draft(None, (max(1, size[0] // 8), max(1, size[1] // 8)))
+            if image.format == "JPEG" or size[0] * size[1] <= 100_000_000:  # no full decode of huge TIFFs
+                image.load()
+    except Exception as error:
+        raise SARDataError(f"cannot read image {path}: {error}") from error
+    return size
+
+
+# ---- MMSAR manifests ---------------------------------------------------------------------------------
+
+MIN_BOX_SIDE = 1.0  # pixels; a box narrower or lower than this after clipping is dropped
+MANIFEST_KEYS = ("image", "width", "height", "source", "counts", "boxes", "captions", "split")
+
+
+def stable_hash(text):
+    """A 64-bit integer from text, the same on every machine and run (Python's hash() is salted)."""
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
+
+
+def split_of(key):
+    """"train", "val" or "test" (80/10/10) from a hash of an image's path: stable in any order or build."""
+    u = stable_hash(key) % 10_000 / 10_000
+    return "train" if u < 0.8 else "val" if u < 0.9 else "test"
+
+
+def parse_source(spec):
+    """"[NAME=]KIND:PATH[:CLASSES]" -> (name, kind, path, class list or None, the set's root folder).
+
+    NAME defaults to the root folder's name; image paths relative to the root decide the split.
+    """
+    head, eq, tail = spec.partition("=")
+    name, spec = (head, tail) if eq and ":" not in head else (None, spec)
+    kind, _, rest = spec.partition(":")
+    path, _, classes = rest.partition(":")
+    if kind not in READERS or not path:
+        raise SARDataError(f"bad source {spec!r}: expected [NAME=]KIND:PATH[:CLASSES], KIND one of {list(READERS)}")
+    folder = Path(path).resolve().parent if kind == "coco" else Path(path).resolve()
+    folder = folder.parent if folder.name.lower() == "annotations" else folder
+    return name or folder.name, kind, path, classes or None, folder
+
+
+def checked(record, problems):
+    """The record with its image's true size, boxes clipped to it and degenerate ones dropped; None if
+    the image is missing or does not decode. Every change is noted in problems."""
+    if not Path(record.image).is_file():
+        problems.append(("missing image", record.image))
+        return None
+    try:
+        width, height = image_size(record.image)
+    except SARDataError as error:
+        problems.append(("corrupt image", str(error)))
+        return None
+    if record.width and (record.width, record.height) != (width, height):  # boxes are pixels of the real image
+        problems.append(("annotated size differs (image's used)",
+                         f"{record.image}: {record.width}x{record.height} vs {width}x{height}"))
+    record.width, record.height, kept = width, height, []
+    for obj in record.objects:
+        box, where = obj["box"], f"{record.image}: {obj['category']} {obj['box']}"
+        inside = [min(max(v, 0.0), float(limit)) for v, limit in zip(box, (width, height, width, height))]
+        if not all(map(math.isfinite, box)) or min(inside[2] - inside[0], inside[3] - inside[1]) < MIN_BOX_SIDE:
+            problems.append(("degenerate box dropped", where))
+            continue
+        if inside != box:
+            problems.append(("box clipped to the image", f"{where} -> {inside}"))
+        if obj["category"] not in KNOWN_CATEGORIES:
+            problems.append(("unknown category (kept)", f"{record.image}: {obj['category']}"))
+        kept.append({**obj, "box": inside})
+    if record.objects and not kept:  # "no targets" would be a lie about this image
+        problems.append(("skipped: every box dropped", record.image))
+        return None
+    if not kept:
+        problems.append(("no objects (captioned as an empty scene)", record.image))
+    record.objects = kept
+    return record
+
+
+def tidy(value):
+    """A coordinate for JSON: 15 rather than 15.0, else two decimals."""
+    return int(value) if float(value).is_integer() else round(value, 2)
+
+
+def manifest_entry(record, key, out_dir, n_captions=5, split=None):
+    """One manifest line for a checked record; captions are seeded by the image's key, so rebuilds agree."""
+    image = Path(record.image).resolve()
+    objects = record.objects
+    entry = {"image": image.relative_to(out_dir).as_posix() if image.is_relative_to(out_dir) else str(image),
+             "width": record.width, "height": record.height, "source": record.source,
+             "counts": dict(Counter(obj["category"] for obj in objects)),
+             "boxes": [[*map(tidy, obj["box"]), obj["category"]] for obj in objects],
+             "captions": d2c.captions(record.to_d2c(), n=n_captions, seed=stable_hash(key)),
+             "split": split or split_of(key)}
+    if record.pixel_spacing:
+        entry["pixel_spacing"] = record.pixel_spacing
+    if record.scene:
+        entry["scene"] = record.scene
+    if any("near_coast" in obj for obj in objects):
+        entry["near_coast"] = [bool(obj.get("near_coast")) for obj in objects]
+    return entry
+
+
+def build_manifest(sources, out_path, n_captions=5, split=None, verbose=True):
+    """Read the sources ("[NAME=]KIND:PATH[:CLASSES]"), write the MMSAR manifest, return its statistics.
+
+    split: None gives each image its hashed split (split_of); "test" marks a set kept for evaluation.
+    A bad file never stops the build: it is noted in stats["problems"] as (kind, file and detail) and
+    skipped. The manifest appears only whole: written to a temporary file, then renamed. Returns
+    {"images": Counter(source), "objects" and "images_with": Counter((source, category)),
+     "splits": Counter(split), "problems": [(kind, where)]}.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_dir, tmp = out_path.parent.resolve(), out_path.with_name(out_path.name + ".tmp")
+    stats = {"images": Counter(), "objects": Counter(), "images_with": Counter(), "splits": Counter(), "problems": []}
+    problems = stats["problems"]
+    try:
+        with open(tmp, "w") as out:
+            for spec in sources:
+                name, kind, path, classes, folder = parse_source(spec)
+                records = READERS[kind](path, read_class_list(classes) if classes else None, problems)
+                if not records:
+                    problems.append(("no annotations found", f"{kind}:{path}"))
+                for record in records:
+                    if not (record := checked(record, problems)):
+                        continue
+                    record.source, key = name, os.path.relpath(Path(record.image).resolve(), folder)
+                    try:
+                        entry = manifest_entry(record, Path(key).as_posix(), out_dir, n_captions, split)
+                    except ValueError as error:  # D2C refused the record
+                        problems.append(("not captioned", f"{record.image}: {error}"))
+                        continue
+                    out.write(json.dumps(entry) + "\n")
+                    stats["images"][name] += 1
+                    stats["splits"][entry["split"]] += 1
+                    for category, count in (entry["counts"] or {"(no objects)": 0}).items():
+                        stats["objects"][name, category] += count
+                        stats["images_with"][name, category] += 1
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if verbose:
+        print(summary(stats))
+    return stats
+
+
+def summary(stats):
+    """The build report: images and objects per source and category, splits, problems with examples."""
+    lines = [f"{'source':<20} {'category':<16} {'images':>7} {'objects':>8}"]
+    for (source, category), count in sorted(stats["objects"].items()):
+        lines.append(f"{source:<20} {category:<16} {stats['images_with'][source, category]:>7} {count:>8}")
+    lines.append(f"{'total':<37} {sum(stats['images'].values()):>7} {sum(stats['objects'].values()):>8}")
+    lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["splits"].items())))
+    by_kind = {}
+    for kind, where in stats["problems"]:
+        by_kind.setdefault(kind, []).append(where)
+    for kind, places in sorted(by_kind.items()):
+        lines.append(f"{len(places):>6} x {kind}: " + "; ".join(places[:3]) + (" ..." if len(places) > 3 else ""))
+    return "\n".join(lines)
+
+
+def read_manifest(path):
+    """The entries of an MMSAR manifest, image paths made usable from here; errors name file and line."""
+    path, entries = Path(path), []
+    with open(path) as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                if missing := [key for key in MANIFEST_KEYS if key not in entry]:
+                    raise ValueError(f"missing {missing}")
+                if not entry["captions"]:
+                    raise ValueError("no captions")
+            except (ValueError, TypeError) as error:
+                raise SARDataError(f"{path}, line {number}: not a manifest entry ({error})") from None
+            entry["image"] = str(path.parent / entry["image"])  # an absolute path stays as it is
+            entries.append(entry)
+    return entries
+
+
+# ---- the Dataset ------------------------------------------------------------------------------------
+
+class ManifestDataset(torch.utils.data.Dataset):
+    """Manifest images as (image [C, S, S] in [0, 1], caption tokens [L]), one caption drawn per epoch.
+
+    tokenizer: any callable list[str] -> LongTensor [N, L]. image_size=None keeps each image's own size
+    (for AnyReader; batch with collate_keep_size). Images are resized whole, not cropped: a caption
+    speaks of every target and where it lies on a 3x3 grid, and a crop could cut one out.
+    simple=True draws D2C's one fixed template instead (the paper's simple-caption ablation).
+    return_index=True adds the index to each item: (image, tokens, index).
+    The caption drawn for an index depends only on (seed, epoch, index): call set_epoch before each
+    epoch (DataLoader workers made with persistent_workers=True keep the epoch they started with).
+    """
+
+    def __init__(self, manifest_paths, tokenizer, image_size, channels=1, split="train", seed=0,
+                 simple=False, return_index=False):
+        paths = [manifest_paths] if isinstance(manifest_paths, (str, Path)) else manifest_paths
+        self.entries = [e for p in paths for e in read_manifest(p) if split is None or e["split"] == split]
+        if simple:  # counts only, from the boxes, in the order the annotation lists them
+            for entry in self.entries:
+                objects = [{"category": b[4], "box": b[:4]} for b in entry["boxes"]]
+                record = {"width": entry["width"], "height": entry["height"], "objects": objects}
+                entry["captions"] = d2c.captions(record, n=1, simple=True)
+        self.tokenizer, self.image_size, self.channels = tokenizer, image_size, channels
+        self.seed, self.epoch, self.return_index = seed, 0, return_index
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.entries)
+
+    @property
+    def captions(self):
+        """Every image's captions (all of them are true of it: retrieval counts any one as a hit)."""
+        return [entry["captions"] for entry in self.entries]
+
+    @property
+    def counts(self):
+        """Every image's {category: number of objects}."""
+        return [entry["counts"] for entry in self.entries]
+
+    def caption(self, index):
+        """The caption drawn for index this epoch: the same for the same (seed, epoch, index)."""
+        options = self.entries[index]["captions"]
+        return options[np.random.default_rng((self.seed, self.epoch, index)).integers(len(options))]
+
+    def image(self, index):
+        """The image, [C, image_size, image_size] (or its own size when image_size is None)."""
+        path, size = self.entries[index]["image"], self.image_size
+        image = load_sar_image(path, self.channels, max_side=size and 4 * size)  # bounded memory for big scenes
+        if size is None:
+            return image
+        return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True,
+                             align_corners=False)[0].clamp(0, 1)
+
+    def __getitem__(self, index):
+        tokens = self.tokenizer([self.caption(index)])[0]
+        item = (self.image(index), tokens)
+        return (*item, index) if self.return_index else item
+
+
+def collate_keep_size(batch):
+    """Batch images of different sizes as a list; stack the tokens (and indices when present)."""
+    columns = list(zip(*batch))
+    return [list(columns[0]), torch.stack(columns[1])] + [torch.tensor(c) for c in columns[2:]]
+
+
+# ---- synthetic SAR scenes: the embedded default data ------------------------------------------------
+
+SYNTH_VERSION = 1                # bump when the generator changes, so cached sets are redrawn
+SYNTH_SPACING = 2.0              # metres per pixel of every synthetic scene, written into its annotation
+SURFACE_DB = {"sea": -24.0, "land": -11.0, "apron": -25.0}  # mean backscatter (sigma0) of each surface, dB
+DB_WINDOW = (-30.0, 5.0)         # dB mapped to 0..255 when a scene is saved as 8 bits
+WATER, LAND, APRON, EDGE = 0, 1, 2, 3  # terrain codes; EDGE marks the outermost pixels, no target touches them
+KIND_ODDS = {"offshore": 0.35, "coast": 0.35, "channel": 0.1, "airport": 0.2}
+SCENE_LABEL = {"offshore": "offshore", "coast": "inshore", "channel": "inshore", "airport": None}
+NEAR_COAST_PX = 8                # an object this close to the other surface (land or water) is near the coast
+CHIP_KIND = {"ship": "offshore", "aircraft": "airport", "car": "airport", "tank": "coast",
+             "bridge": "channel", "harbor": "coast"}  # the scene each chip class is cut from
+
+
+def speckle(shape, looks, rng):
+    """Multiplicative speckle of an L-look intensity image: Gamma(shape=L, scale=1/L), mean 1, variance 1/L.
+
+    Each pixel sums the echoes of many random scatterers, so one look's intensity is exponential
+    (Gamma with shape 1) around the mean backscatter; averaging L independent looks gives Gamma(L, 1/L).
+    """
+    return rng.gamma(looks, 1.0 / looks, size=shape)
+
+
+def smooth_noise(rng, height, width, cells):
+    """A smooth random field (about unit spread): a cells x cells Gaussian grid, upsampled bicubically."""
+    coarse = rng.standard_normal((cells, cells)).astype(np.float32)
+    return np.asarray(Image.fromarray(coarse, "F").resize((width, height), Image.BICUBIC))
+
+
+def dilate(mask, steps):
+    """A boolean mask grown by steps pixels (4-connected, so a diamond)."""
+    mask = mask.copy()
+    for _ in range(steps):
+        grown = mask.copy()
+        grown[1:] |= mask[:-1]
+        grown[:-1] |= mask[1:]
+        grown[:, 1:] |= mask[:, :-1]
+        grown[:, :-1] |= mask[:, 1:]
+        mask = grown
+    return mask
+
+
+def land_mask(rng, height, width, kind):
+    """(land mask, angle): all sea, all land, land behind a wavy shore, or a wavy channel through land.
+
+    angle (radians) points across the shore, out to sea for a coast, across the water for a channel.
+    """
+    angle = rng.uniform(0, 2 * np.pi)
+    if kind in ("offshore", "airport"):
+        return np.full((height, width), kind == "airport"), angle
+    y, x = np.mgrid[:height, :width].astype(np.float32)
+    across, along = x * np.cos(angle) + y * np.sin(angle), -x * np.sin(angle) + y * np.cos(angle)
+    shore = across + 2 * smooth_noise(rng, height, width, 12)  # small bays and headlands
+    for k in (1, 2, 3):  # and a few long, smooth swings
+        shore += rng.uniform(2, 10) / k * np.sin(2 * np.pi * k * along / rng.uniform(150, 300) + rng.uniform(0, 7))
+    if kind == "coast":
+        return shore < np.quantile(shore, rng.uniform(0.3, 0.5)), angle
+    return np.abs(shore - np.median(shore)) > rng.uniform(10, 16), angle
+
+
+def backdrop(rng, land, kind):
+    """(sigma0 in dB, terrain codes): sea with slow wind swells, land as a patchwork of fields, aprons."""
+    h, w = land.shape
+    sea = SURFACE_DB["sea"] + 1.5 * smooth_noise(rng, h, w, 3)
+    fields = 2.0 * np.round(1.5 * smooth_noise(rng, h, w, 6))  # quantised: flat fields with sharp edges
+    db = np.where(land, SURFACE_DB["land"] + fields + 1.5 * smooth_noise(rng, h, w, max(4, w // 8)), sea)
+    terrain = np.where(land, LAND, WATER).astype(np.int8)
+    # Paving is dark (a smooth surface reflects the radar away): an airport's apron and runway, a port's yard.
+    if kind == "airport":
+        r0, c0 = int(rng.uniform(0.05, 0.3) * h), int(rng.uniform(0.05, 0.3) * w)
+        r1, c1 = int(rng.uniform(0.7, 0.95) * h), int(rng.uniform(0.7, 0.95) * w)
+        terrain[r0:r1, c0:c1] = APRON
+        if rng.random() < 0.5 and h - r1 > 20:  # a runway below the apron
+            top = int(rng.integers(r1 + 4, h - 12))
+            terrain[top:top + 10] = APRON
+    elif kind == "coast":
+        r0, c0 = int(rng.uniform(0, 0.7) * h), int(rng.uniform(0, 0.7) * w)
+        yard = terrain[r0:r0 + int(rng.uniform(0.2, 0.4) * h), c0:c0 + int(rng.uniform(0.2, 0.4) * w)]
+        yard[yard == LAND] = APRON
+    if kind in ("airport", "coast"):
+        db = np.where(terrain == APRON, SURFACE_DB["apron"] + 0.5 * smooth_noise(rng, h, w, 8), db)
+    terrain[[0, -1]], terrain[:, [0, -1]] = EDGE, EDGE
+    return db, terrain
+
+
+@dataclass
+class Shape:
+    """A target drawn in a window of the scene: its footprint and how it shows up."""
+    body: np.ndarray            # bool footprint; its bounding box is the object's box
+    bright: np.ndarray          # bool, where the strong point scatterers may sit
+    db: object                  # sigma0 of the footprint in dB (a number or an array over the window)
+    needs: list                 # [(mask, terrain code)]: every pixel of mask must lie on that terrain
+    wake: np.ndarray | None = None  # multiplier of the water's sigma0 (a ship's dark wake)
+
+
+def rotate(dx, dy, angle):
+    """Pixel offsets as (along, across) a direction at angle radians from the x axis."""
+    c, s = np.cos(angle), np.sin(angle)
+    return dx * c + dy * s, dy * c - dx * s
+
+
+def draw_ship(rng, dx, dy, angle):
+    """A slender hull at a random heading, bright superstructure on its centre line, maybe a dark wake."""
+    length = rng.uniform(16, 48)
+    beam = max(4.0, length / rng.uniform(4, 6))
+    a, c = rotate(dx, dy, rng.uniform(0, 2 * np.pi))
+    body = np.square(np.square(a / (length / 2))) + np.square(c / (beam / 2)) <= 1  # rounded, slender
+    wake = None
+    if rng.random() < 0.4:  # the ship's turbulence damps the small waves behind it: a dark trail that fades
+        behind, trail = -a - length / 2, min(rng.uniform(0.8, 1.5) * length, TARGETS["ship"][1] - length / 2)
+        inside = (behind > 0) & (behind < trail) & (np.abs(c) < beam * (0.5 + 0.5 * behind / length))
+        wake = np.where(inside, 0.15 + 0.85 * behind / trail, 1.0)
+    return Shape(body, body & (np.abs(c) <= beam / 4), -1.0, [(body, WATER)], wake)
+
+
+def draw_aircraft(rng, dx, dy, angle):
+    """Fuselage, swept wings and tail plane seen from above: a cross; bright points all over it."""
+    length = rng.uniform(18, 32)
+    span, width = length * rng.uniform(0.8, 1.05), max(2.0, length / 9)
+    a, c = rotate(dx, dy, rng.uniform(0, 2 * np.pi))
+    sweep = 0.5 * np.abs(c)
+    fuselage = (np.abs(a) <= length / 2) & (np.abs(c) <= width / 2)
+    wings = (np.abs(a - 0.05 * length + sweep) <= length / 12) & (np.abs(c) <= span / 2)
+    tail = (np.abs(a + 0.4 * length + sweep) <= length / 20 + 0.5) & (np.abs(c) <= span / 5)
+    body = fuselage | wings | tail
+    return Shape(body, body, -6.0, [(body, APRON)])
+
+
+def draw_car(rng, dx, dy, angle):
+    """A small compact blob on paving: a vehicle, a few pixels long."""
+    a, c = rotate(dx, dy, rng.uniform(0, np.pi))
+    body = (np.abs(a) <= rng.uniform(2.0, 3.0)) & (np.abs(c) <= rng.uniform(1.2, 1.8))
+    return Shape(body, body, 0.0, [(body, APRON)])
+
+
+def draw_tank(rng, dx, dy, angle):
+    """A round storage tank: a bright ring (the wall) around a dark roof, brightest facing the radar (left)."""
+    radius = rng.uniform(4, 10)
+    distance = np.hypot(dx, dy)
+    body = distance <= radius
+    ring = body & (distance >= radius - 1.5)
+    return Shape(body, ring & (dx < -radius / 3), np.where(ring, -2.0, -14.0), [(body, LAND)])
+
+
+def draw_bridge(rng, dx, dy, angle):
+    """A straight deck across the channel, bright along both edges, both ends on land."""
+    a, c = rotate(dx, dy, angle + rng.normal(0, 0.1))
+    half, width = rng.uniform(22, 34), rng.uniform(3, 5)
+    body = (np.abs(a) <= half) & (np.abs(c) <= width / 2)
+    ends, middle = body & (np.abs(a) >= half - 3), body & (np.abs(a) <= 2)
+    return Shape(body, body & (np.abs(c) >= width / 2 - 1), -3.0, [(ends, LAND), (middle, WATER)])
+
+
+def draw_harbor(rng, dx, dy, angle):
+    """A quay along the shore with 2-4 piers reaching out to sea: a comb."""
+    a, c = rotate(dx, dy, angle)  # a: out to sea, c: along the shore
+    n, gap, length, width = rng.integers(2, 5), rng.uniform(8, 12), rng.uniform(12, 24), rng.uniform(3, 4.5)
+    span = (n - 1) * gap / 2
+    quay = (a >= -5) & (a <= 0) & (np.abs(c) <= span + width / 2)
+    piers = (a > 0) & (a <= length) & (np.abs(c) <= span + width / 2)
+    piers &= np.abs((c + span + gap / 2) % gap - gap / 2) <= width / 2
+    return Shape(quay | piers, piers, -4.0, [(quay, LAND), (piers & (a > length - 3), WATER)])
+
+
+# category -> (painter, window radius in pixels, terrain its centre is drawn from)
+TARGETS = {"harbor": (draw_harbor, 40, "shore"), "bridge": (draw_bridge, 40, WATER),
+           "tank": (draw_tank, 11, LAND), "aircraft": (draw_aircraft, 20, APRON),
+           "ship": (draw_ship, 64, WATER), "car": (draw_car, 5, APRON)}
+
+
+def fits(shape, terrain, occupied):
+    """True when a drawn target lies on its terrain, clear of the image edge and of other targets."""
+    body = shape.body
+    return bool(body.any() and not (terrain[body] == EDGE).any() and not occupied[body].any()
+                and all((terrain[mask] == code).all() for mask, code in shape.needs))
+
+
+def paint(rng, scene, shape, rows, cols):
+    """Paint a target that fits into the scene's sigma0 and point scatterers; returns its box."""
+    sigma, body = scene["sigma"][rows, cols], shape.body  # a view: painting it paints the scene
+    if shape.wake is not None:
+        sigma *= np.where((scene["terrain"][rows, cols] == WATER) & ~scene["occupied"][rows, cols], shape.wake, 1.0)
+    sigma[body] = 10 ** (np.broadcast_to(shape.db, body.shape)[body] / 10)
+    ys, xs = np.nonzero(shape.bright)  # about one strong scatterer per 20 pixels, 5 to 20 dB
+    pick = rng.choice(len(ys), size=min(len(ys), 1 + int(body.sum()) // 20), replace=False)
+    strengths = 10 ** rng.uniform(0.5, 2, len(pick))
+    scene["points"] += [(rows.start + y, cols.start + x, a) for y, x, a in zip(ys[pick], xs[pick], strengths)]
+    ys, xs = np.nonzero(body)
+    x0, y0, x1, y1 = cols.start + xs.min(), rows.start + ys.min(), cols.start + xs.max() + 1, rows.start + ys.max() + 1
+    scene["occupied"][max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2] = True  # keeps boxes 2 px apart
+    return [int(x0), int(y0), int(x1), int(y1)]
+
+
+def place_target(rng, category, scene, tries=30):
+    """Draw one target where it fits, trying random centres on its home terrain; its object, or None."""
+    draw, radius, home = TARGETS[category]
+    (h, w), candidates = scene["terrain"].shape, scene["homes"][home]
+    for _ in range(tries if len(candidates) else 0):
+        cy, cx = divmod(int(rng.choice(candidates)), w)
+        if category in scene["anchors"] and rng.random() < 0.7:  # tank farms, parking lots, rows of aircraft
+            ay, ax = np.add(scene["anchors"][category], rng.normal(0, 2 * radius, 2))
+            cy, cx = int(np.clip(ay, 0, h - 1)), int(np.clip(ax, 0, w - 1))
+        rows = slice(max(cy - radius, 0), min(cy + radius + 1, h))
+        cols = slice(max(cx - radius, 0), min(cx + radius + 1, w))
+        dy, dx = np.mgrid[rows.start - cy:rows.stop - cy, cols.start - cx:cols.stop - cx].astype(np.float32)
+        shape = draw(rng, dx, dy, scene["angle"])
+        if fits(shape, scene["terrain"][rows, cols], scene["occupied"][rows, cols]):
+            obj = {"category": category, "box": paint(rng, scene, shape, rows, cols)}
+            scene["anchors"][category] = (cy, cx)
+            if scene["near"] is not None:  # near the coast: close to land and to water at once
+                obj["near_coast"] = all(bool(near[rows, cols][shape.body].any()) for near in scene["near"])
+            return obj
+    return None
+
+
+def scene_contents(rng, kind):
+    """How many targets of each category a scene of this kind asks for (placement may fit fewer)."""
+    n = lambda low, high: int(rng.integers(low, high + 1))
+    if kind == "offshore":
+        return {"ship": n(0, 6)}
+    if kind == "coast":
+        return {"harbor": n(0, 1), "tank": n(0, 4) * n(0, 1), "ship": n(0, 4), "car": n(0, 4) * n(0, 1)}
+    if kind == "channel":
+        return {"bridge": n(1, 2), "ship": n(0, 3)}
+    return {"aircraft": n(1, 6), "car": n(0, 3)}
+
+
+def add_scatterers(intensity, points, radius=8, resolution=1.3):
+    """Intensity plus point scatterers (y, x, strength), each spread by the radar's point response:
+    sinc^2 in range and in azimuth, whose sidelobes (-13 dB the first) draw the bright crosses seen
+    on strong scatterers in SAR images. resolution is in pixels."""
+    t = np.sinc(np.arange(-radius, radius + 1) / resolution) ** 2
+    kernel = np.outer(t, t)
+    padded = np.pad(intensity, radius)  # sidelobes near the border spill outside, not back in
+    for y, x, strength in points:
+        padded[y:y + 2 * radius + 1, x:x + 2 * radius + 1] += strength * kernel
+    return padded[radius:-radius, radius:-radius]
+
+
+def to_8bit(intensity):
+    """Linear intensity -> dB -> 0..255 over DB_WINDOW, the way SAR products are usually shown."""
+    db = 10 * np.log10(np.maximum(intensity, 1e-10))
+    return np.round(np.clip((db - DB_WINDOW[0]) / (DB_WINDOW[1] - DB_WINDOW[0]), 0, 1) * 255).astype(np.uint8)
+
+
+def synthetic_scene(rng, width, height, kind, wanted=None):
+    """One synthetic SAR scene: (8-bit image [H, W], objects with exact boxes, scene label).
+
+    kind: "offshore", "coast", "channel" or "airport"; wanted: {category: count} instead of the usual
+    mix. The image model: mean backscatter sigma0 of the surfaces and target bodies, times speckle,
+    plus strong point scatterers (targets' and buildings') drawn with sidelobes, in dB, to 8 bits.
+    """
+    land, angle = land_mask(rng, height, width, kind)
+    db, terrain = backdrop(rng, land, kind)
+    homes = {code: np.flatnonzero(terrain == code) for code in (WATER, LAND, APRON)}
+    homes["shore"] = np.flatnonzero((terrain == LAND) & dilate(terrain == WATER, 1))
+    coastal = SCENE_LABEL[kind] == "inshore"
+    scene = {"terrain": terrain, "sigma": 10 ** (db / 10), "occupied": np.zeros(land.shape, bool), "points": [],
+             "homes": homes, "angle": angle, "anchors": {},
+             "near": (dilate(land, NEAR_COAST_PX), dilate(~land, NEAR_COAST_PX)) if coastal else None}
+    urban = rng.choice(homes[LAND], size=len(homes[LAND]) // 600) if len(homes[LAND]) else []
+    objects = []
+    for category, count in (wanted or scene_contents(rng, kind)).items():
+        objects += [obj for _ in range(count) if (obj := place_target(rng, category, scene))]
+    points = scene["points"] + [(*divmod(int(i), width), 10 ** rng.uniform(-1, 0.3)) for i in urban]  # buildings
+    intensity = scene["sigma"] * speckle(land.shape, rng.choice([1, 2, 3, 4]), rng)  # 1 to 4 looks
+    return to_8bit(add_scatterers(intensity, points)), objects, SCENE_LABEL[kind]
+
+
+def voc_xml(filename, width, height, objects, scene=None, pixel_spacing=None):
+    """A Pascal VOC annotation, with sarclip's extra tags <pixel_spacing>, <scene> and <near_coast>."""
+    root = ET.Element("annotation")
+    ET.SubElement(root, "filename").text = filename
+    size = ET.SubElement(root, "size")
+    for key, value in (("width", width), ("height", height), ("depth", 1)):
+        ET.SubElement(size, key).text = str(value)
+    for key, value in (("pixel_spacing", pixel_spacing), ("scene", scene)):
+        if value is not None:
+            ET.SubElement(root, key).text = str(value)
+    for obj in objects:
+        node = ET.SubElement(root, "object")
+        ET.SubElement(node, "name").text = obj["category"]
+        if "near_coast" in obj:
+            ET.SubElement(node, "near_coast").text = str(int(obj["near_coast"]))
+        box = ET.SubElement(node, "bndbox")
+        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), obj["box"]):
+            ET.SubElement(box, key).text = str(value)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode")
+
+
+def save_scene(folder, name, image, objects, scene):
+    """Write a scene as PNG plus VOC annotation: folder/<name>.png, folder/Annotations/<stem>.xml."""
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(folder / name, compress_level=1)  # speckle hardly compresses: favour speed
+    xml = voc_xml(name, image.shape[1], image.shape[0], objects, scene, SYNTH_SPACING)
+    (folder / "Annotations" / f"{Path(name).stem}.xml").write_text(xml)
+
+
+def exact_scene(rng, size, kind, wanted, attempts=10):
+    """A scene holding exactly the wanted targets (redrawn until they all fit), else None."""
+    for _ in range(attempts):
+        image, objects, scene = synthetic_scene(rng, size, size, kind, wanted)
+        if len(objects) == sum(wanted.values()):
+            return image, objects, scene
+    return None
+
+
+def make_synthetic(out_dir, seed=0, n_scenes=2000, chips_per_class=100, images_per_count=30):
+    """Write the synthetic SAR set once (skipped when already complete for these settings); returns paths.
+
+    out_dir/JPEGImages/*.png + Annotations/*.xml  scenes of 128-256 px (Pascal VOC), manifest mmsar.jsonl
+    out_dir/chips/<class>/*.png                    64x64 chips, one target each (zero-shot, few-shot, probes)
+    out_dir/count/<k>/*.png + count/Annotations/   1-10 targets of one class (VOC), count.jsonl (all "test")
+    Every image has its own generator, seeded by (seed, part, index): the same files for the same seed.
+    Not safe to run from several processes at once: under DDP, make it on one rank, then barrier.
+    """
+    out = Path(out_dir)
+    settings = {"version": SYNTH_VERSION, "seed": seed, "n_scenes": n_scenes, "chips_per_class": chips_per_class,
+                "images_per_count": images_per_count, "complete": True}
+    paths = {"scenes": out / "mmsar.jsonl", "count": out / "count.jsonl", "chips": out / "chips"}
+    marker = out / "synthetic.json"
+    if marker.is_file():
+        if json.loads(marker.read_text()) == settings:
+            return paths
+        for part in ("JPEGImages", "Annotations", "chips", "count"):  # ours, from other settings: start afresh
+            shutil.rmtree(out / part, ignore_errors=True)
+    (out / "Annotations").mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({**settings, "complete": False}))
+    kinds, odds = list(KIND_ODDS), list(KIND_ODDS.values())
+    for i in range(n_scenes):
+        rng = np.random.default_rng((seed, 0, i))
+        kind = kinds[rng.choice(len(kinds), p=odds)]
+        width, height = (int(side) for side in rng.choice([128, 160, 192, 224, 256], 2))
+        save_scene(out, f"JPEGImages/{i:05d}.png", *synthetic_scene(rng, width, height, kind))
+    for c, category in enumerate(CHIP_KIND):
+        (out / "chips" / category).mkdir(parents=True, exist_ok=True)
+        for i in range(chips_per_class):
+            image = exact_scene(np.random.default_rng((seed, 1, c, i)), 64, CHIP_KIND[category], {category: 1})
+            if image:
+                Image.fromarray(image[0]).save(out / "chips" / category / f"{i:05d}.png", compress_level=1)
+    (out / "count" / "Annotations").mkdir(parents=True, exist_ok=True)
+    for k in range(1, 11):
+        for i in range(images_per_count):
+            category = ("ship", "aircraft", "tank")[i % 3]
+            made = exact_scene(np.random.default_rng((seed, 2, k, i)), 192, CHIP_KIND[category], {category: k})
+            if made:
+                save_scene(out / "count", f"{k}/{k:02d}_{i:05d}.png", *made)
+    build_manifest([f"SynthSAR=voc:{out}"], paths["scenes"], verbose=False)
+    build_manifest([f"SynthSAR=voc:{out / 'count'}"], paths["count"], split="test", verbose=False)
+    marker.write_text(json.dumps(settings))
+    return paths
+
+
+def save_preview(manifest_path, png_path, n=12, columns=4):
+    """A grid of n scenes from a manifest, boxes and categories drawn, first caption below each."""
+    import textwrap
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    entries, chosen, seen = read_manifest(manifest_path), [], set()
+    for entry in entries:  # one scene per mix of categories and scene type first, for variety
+        if (kind := (frozenset(entry["counts"]), entry.get("scene"))) not in seen:
+            seen.add(kind)
+            chosen.append(entry)
+    chosen = (chosen + [e for e in entries if e not in chosen])[:n]
+    rows = math.ceil(len(chosen) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
+    colours = dict(zip(sorted(KNOWN_CATEGORIES), ("#ffd700", "#00e5ff", "#ff5fd2", "#7cff4f", "#ff8c00", "#ff4040")))
+    for ax, entry in zip(axes.flat, chosen):
+        ax.imshow(np.asarray(Image.open(entry["image"])), cmap="gray", vmin=0, vmax=255)
+        for x0, y0, x1, y1, category in entry["boxes"]:
+            colour = colours.get(category, "w")
+            ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=colour, lw=0.8))
+            ax.text(x0, y0 - 2, category, color=colour, fontsize=6)
+        ax.set_title(f"{entry.get('scene') or 'land'}, {entry['width']}x{entry['height']} px", fontsize=8)
+        ax.set_xlabel(textwrap.fill(entry["captions"][0], 42), fontsize=6)
+        ax.set_xticks([]), ax.set_yticks([])
+    for ax in axes.flat[len(chosen):]:
+        ax.axis("off")
+    fig.tight_layout()
+    Path(png_path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    palette = Image.open(png_path).convert("RGB").quantize(256, Image.Quantize.FASTOCTREE)
+    palette.save(png_path)  # 256 colours are plenty here, at a quarter of the bytes
+
+
+# ---- command line -----------------------------------------------------------------------------------
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="write an MMSAR manifest from detection sets")
+    build.add_argument("--source", action="append", required=True,
+                       help="[NAME=]KIND:PATH[:CLASSES], KIND one of voc, coco, yolo, dota; repeat for more")
+    build.add_argument("--out", required=True, help="the manifest to write (.jsonl)")
+    build.add_argument("--captions", type=int, default=5, help="D2C captions per image")
+    build.add_argument("--split", choices=["train", "val", "test"], help="one split for all (default: hashed)")
+    synth = commands.add_parser("synth", help="write the synthetic SAR set")
+    synth.add_argument("--out", default="data_cache/synthetic")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--scenes", type=int, default=2000)
+    synth.add_argument("--preview", nargs="?", const="docs/synthetic_examples.png", help="also draw this PNG")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        build_manifest(args.source, args.out, args.captions, args.split)
+        return
+    start = time.perf_counter()
+    paths = make_synthetic(args.out, args.seed, args.scenes)
+    print(f"synthetic SAR set in {args.out} ({time.perf_counter() - start:.1f} s): "
+          + ", ".join(f"{k} {v}" for k, v in paths.items()))
+    if args.preview:
+        save_preview(paths["scenes"], args.preview)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,412 @@
+"""data.py: annotation readers, SAR pixels, MMSAR manifests, the Dataset and the synthetic SAR set."""
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import d2c
+import data
+from data import (ManifestDataset, SARDataError, build_manifest, category_name, collate_keep_size,
+                  load_sar_image, read_coco, read_dota, read_manifest, read_voc, read_yolo, speckle, split_of,
+                  synthetic_scene)
+
+
+def gray_image(path, width=40, height=30, value=60):
+    """Write a flat 8-bit gray image (format from the suffix); returns its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (width, height), value).save(path)
+    return path
+
+
+def voc_object(name, box):
+    return {"category": name, "box": box}
+
+
+def fake_tokenizer(texts):
+    """Any callable list[str] -> LongTensor [N, L] will do; this one keeps word lengths, padded to 8."""
+    rows = [[len(word) for word in text.split()][:8] for text in texts]
+    return torch.tensor([row + [0] * (8 - len(row)) for row in rows])
+
+
+# ---- category names -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, name", [("Ship", "ship"), ("boat", "ship"), ("Cargo", "ship"), ("A320/321", "aircraft"),
+                                       ("Boeing737", "aircraft"), ("Oil_Tank", "tank"), ("storage-tank", "tank"),
+                                       ("Harbour", "harbor"), ("small vehicle", "car"), ("T72", "T72"),
+                                       ("Wind  Turbine", "wind turbine")])
+def test_category_names_meet_across_sets(raw, name):
+    assert category_name(raw) == name
+
+
+def test_class_list_maps_ids_and_renames(tmp_path):
+    (tmp_path / "classes.txt").write_text("0 2S1\n1 BMP2\nother aircraft\n")
+    classes = data.read_class_list(tmp_path / "classes.txt")
+    assert classes == {"0": "2S1", "1": "BMP2", "other": "aircraft"}
+    assert [category_name(raw, classes) for raw in ("0", "1", "other", "ship")] == ["2S1", "BMP2", "aircraft", "ship"]
+    (tmp_path / "obj.names").write_text("ship\ntank\n")  # YOLO style: one name a line, id = line number
+    assert data.read_class_list(tmp_path / "obj.names") == {"0": "ship", "1": "tank"}
+
+
+# ---- readers -------------------------------------------------------------------------------------------
+
+VOC_XML = """<annotation><filename>a.jpg</filename><size><width>40</width><height>30</height></size>
+  <pixel_spacing>3.0</pixel_spacing><scene>inshore</scene>
+  <object><name>Ship</name><near_coast>1</near_coast>
+    <bndbox><xmin>2.0</xmin><ymin>3.5</ymin><xmax>12</xmax><ymax>9</ymax></bndbox></object>
+  <object><name>boat</name>
+    <robndbox><cx>20</cx><cy>15</cy><w>10</w><h>4</h><angle>1.5707963</angle></robndbox></object>
+</annotation>"""
+
+
+def test_read_voc_float_boxes_rotated_boxes_and_extra_tags(tmp_path):
+    gray_image(tmp_path / "JPEGImages" / "a.jpg")
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "Annotations" / "a.xml").write_text(VOC_XML)
+    [record] = read_voc(tmp_path)
+    assert record.image == str(tmp_path / "JPEGImages" / "a.jpg")
+    assert (record.width, record.height, record.pixel_spacing, record.scene) == (40, 30, 3.0, "inshore")
+    ship, boat = record.objects
+    assert ship == {"category": "ship", "box": [2.0, 3.5, 12.0, 9.0], "near_coast": True}
+    assert boat["category"] == "ship" and boat["box"] == pytest.approx([18, 10, 22, 20])  # turned 90 degrees
+    assert record.to_d2c()["objects"][1] == {"category": "ship", "box": boat["box"]}  # polygon left out
+
+
+def test_read_coco_boxes_and_image_folder(tmp_path):
+    gray_image(tmp_path / "images" / "P1.png", 100, 80)
+    coco = {"images": [{"id": 7, "file_name": "P1.png", "width": 100, "height": 80}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 5]}],
+            "categories": [{"id": 1, "name": "Ship"}]}
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    [record] = read_coco(tmp_path / "annotations.json")
+    assert record.image == str(tmp_path / "images" / "P1.png")
+    assert record.objects == [{"category": "ship", "box": [10.0, 20.0, 40.0, 25.0]}]  # [x, y, w, h] -> corners
+
+
+def test_read_yolo_uses_the_class_list_and_the_image_header(tmp_path):
+    gray_image(tmp_path / "images" / "x.jpg", 200, 100)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "x.txt").write_text("1 0.5 0.5 0.2 0.4\n0 0.1 0.1 0.1 0.1\n")
+    [record] = read_yolo(tmp_path, {"0": "ship", "1": "oil_tank"})
+    assert (record.width, record.height) == (200, 100)
+    assert record.objects == [{"category": "tank", "box": [80.0, 30.0, 120.0, 70.0]},
+                              {"category": "ship", "box": [10.0, 5.0, 30.0, 15.0]}]
+
+
+def test_read_dota_polygons_and_gsd(tmp_path):
+    gray_image(tmp_path / "images" / "r.png")
+    (tmp_path / "labelTxt").mkdir()
+    (tmp_path / "labelTxt" / "r.txt").write_text("imagesource:GF3\ngsd:0.5\n1 2 11 2 11 6 1 6 ship 0\n")
+    [record] = read_dota(tmp_path)
+    assert record.pixel_spacing == 0.5 and record.image == str(tmp_path / "images" / "r.png")
+    assert record.objects == [{"category": "ship", "box": [1.0, 2.0, 11.0, 6.0],
+                               "polygon": [1.0, 2.0, 11.0, 2.0, 11.0, 6.0, 1.0, 6.0]}]
+
+
+# ---- building a manifest from bad input ----------------------------------------------------------------
+
+def messy_voc(root):
+    """A VOC set with one of every problem; returns the root."""
+    def scene(name, objects, image=True):
+        if image:
+            gray_image(root / "JPEGImages" / f"{name}.jpg")
+        (root / "Annotations" / f"{name}.xml").write_text(data.voc_xml(f"{name}.jpg", 40, 30, objects))
+    (root / "Annotations").mkdir(parents=True)
+    scene("good", [voc_object("ship", [5, 5, 15, 10])])
+    scene("outside", [voc_object("ship", [-4, 20, 12, 35])])         # reaches past the left and bottom edges
+    scene("flat", [voc_object("ship", [5, 5, 5.5, 20]), voc_object("ship", [1, 1, 9, 9])])  # 0.5 px wide
+    scene("allflat", [voc_object("ship", [5, 5, 5, 20])])  # not an empty scene: skipped, not captioned "empty"
+    scene("unknown", [voc_object("Wind Turbine", [5, 5, 15, 15])])
+    scene("empty", [])
+    scene("lost", [voc_object("ship", [5, 5, 15, 10])], image=False)
+    scene("broken", [voc_object("ship", [5, 5, 15, 10])], image=False)
+    (root / "JPEGImages" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (root / "Annotations" / "bad.xml").write_text("<annotation><object><name>ship</name>")  # cut off
+    return root
+
+
+def test_build_reports_every_problem_and_keeps_going(tmp_path, capsys):
+    stats = build_manifest([f"messy=voc:{messy_voc(tmp_path / 'messy')}"], tmp_path / "m.jsonl")
+    problems = Counter(kind for kind, _ in stats["problems"])
+    assert problems == {"malformed annotation": 1, "missing image": 1, "corrupt image": 1,
+                        "box clipped to the image": 1, "degenerate box dropped": 2, "unknown category (kept)": 1,
+                        "no objects (captioned as an empty scene)": 1, "skipped: every box dropped": 1}
+    entries = {e["image"].split("/")[-1]: e for e in read_manifest(tmp_path / "m.jsonl")}
+    assert sorted(entries) == ["empty.jpg", "flat.jpg", "good.jpg", "outside.jpg", "unknown.jpg"]
+    assert entries["outside.jpg"]["boxes"] == [[0, 20, 12, 30, "ship"]]   # clipped to the 40 x 30 image
+    assert entries["flat.jpg"]["boxes"] == [[1, 1, 9, 9, "ship"]]         # the 0.5-px box is gone
+    assert entries["unknown.jpg"]["counts"] == {"wind turbine": 1}
+    assert entries["empty.jpg"]["counts"] == {} and len(entries["empty.jpg"]["captions"]) == 5
+    assert all(re.search(r"no targets|empty|only background", c) for c in entries["empty.jpg"]["captions"])
+    report = capsys.readouterr().out
+    assert "1 x corrupt image" in report and "broken.jpg" in report and "lost.jpg" in report
+
+
+def test_malformed_coco_json_is_reported_not_raised(tmp_path):
+    (tmp_path / "a.json").write_text('{"images": [')
+    problems = []
+    assert read_coco(tmp_path / "a.json", problems=problems) == []
+    assert problems[0][0] == "malformed annotation" and "a.json" in problems[0][1]
+
+
+def test_build_never_leaves_a_half_manifest(tmp_path, monkeypatch):
+    root = messy_voc(tmp_path / "messy")
+    out = tmp_path / "m.jsonl"
+    out.write_text("the previous manifest\n")
+    calls = []
+
+    def captions_then_crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # a crash mid-way through the build
+        return ["a caption."]
+    monkeypatch.setattr(d2c, "captions", captions_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_manifest([f"voc:{root}"], out, verbose=False)
+    assert out.read_text() == "the previous manifest\n"                   # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl", "messy"]  # and no temporary file left
+
+
+def test_split_depends_on_the_path_only(tmp_path):
+    # A hash of the path (SHA-1), so the same on every machine, run and Python version.
+    assert [split_of(f"JPEGImages/00000{i}.jpg") for i in (1, 2, 3)] == ["test", "train", "train"]
+    shares = Counter(split_of(f"JPEGImages/{i:06d}.jpg") for i in range(10_000))
+    assert 7800 < shares["train"] < 8200 and 900 < shares["val"] < 1100 and 900 < shares["test"] < 1100
+    # Two sets built in either order give every image the same split.
+    for name in ("a", "b"):
+        for i in range(6):
+            gray_image(tmp_path / name / "JPEGImages" / f"{i}.jpg")
+            (tmp_path / name / "Annotations").mkdir(exist_ok=True)
+            (tmp_path / name / "Annotations" / f"{i}.xml").write_text(data.voc_xml(f"{i}.jpg", 40, 30, []))
+    build_manifest([f"voc:{tmp_path / 'a'}", f"voc:{tmp_path / 'b'}"], tmp_path / "1.jsonl", verbose=False)
+    build_manifest([f"voc:{tmp_path / 'b'}", f"voc:{tmp_path / 'a'}"], tmp_path / "2.jsonl", verbose=False)
+    one, two = ({e["image"]: (e["split"], e["captions"]) for e in read_manifest(tmp_path / name)}
+                for name in ("1.jsonl", "2.jsonl"))
+    assert one == two and len(one) == 12
+
+
+def test_source_names_default_to_the_set_folder():
+    assert data.parse_source("voc:/d/mstar_scenes:/d/classes.txt")[:4] == ("mstar_scenes", "voc", "/d/mstar_scenes",
+                                                                          "/d/classes.txt")
+    assert data.parse_source("coco:/d/HRSID/annotations/train2017.json")[0] == "HRSID"
+    assert data.parse_source("SSDD=voc:/d/x")[0] == "SSDD"
+    with pytest.raises(SARDataError, match="KIND one of"):
+        data.parse_source("pascal:/d/x")
+
+
+def test_manifest_paths_are_relative_to_the_manifest(tmp_path):
+    root = tmp_path / "set"
+    gray_image(root / "JPEGImages" / "0.jpg")
+    (root / "Annotations").mkdir()
+    (root / "Annotations" / "0.xml").write_text(data.voc_xml("0.jpg", 40, 30, [voc_object("ship", [1, 1, 9, 9])]))
+    build_manifest([f"voc:{root}"], tmp_path / "m.jsonl", verbose=False)
+    assert json.loads((tmp_path / "m.jsonl").read_text())["image"] == "set/JPEGImages/0.jpg"
+
+
+def test_malformed_manifest_line_names_file_and_line(tmp_path):
+    good = {"image": "a.png", "width": 4, "height": 4, "source": "s", "counts": {}, "boxes": [],
+            "captions": ["an empty SAR image."], "split": "train"}
+    (tmp_path / "m.jsonl").write_text(json.dumps(good) + "\n\n" + '{"image": "b.png"\n')
+    with pytest.raises(SARDataError, match=r"m\.jsonl, line 3"):
+        read_manifest(tmp_path / "m.jsonl")
+    (tmp_path / "m.jsonl").write_text(json.dumps({**good, "captions": []}) + "\n")
+    with pytest.raises(SARDataError, match=r"line 1: .*no captions"):
+        read_manifest(tmp_path / "m.jsonl")
+
+
+# ---- SAR pixels ------------------------------------------------------------------------------------------
+
+def saved(tmp_path, image, name="x.tif"):
+    image.save(tmp_path / name)
+    return tmp_path / name
+
+
+def intensity_ramp():
+    """Intensities 1 to 10,000, evenly spaced in log10 (0 to 4) over 101 x 101 pixels."""
+    return np.logspace(0, 4, 101 * 101).reshape(101, 101)
+
+
+def test_8bit_and_rgb_gray_are_divided_by_255(tmp_path):
+    gray = load_sar_image(saved(tmp_path, Image.new("L", (5, 4), 51), "g.png"))
+    rgb = load_sar_image(saved(tmp_path, Image.new("RGB", (5, 4), (51, 51, 51)), "c.png"), channels=3)
+    assert gray.shape == (1, 4, 5) and gray.dtype == torch.float32 and torch.allclose(gray, torch.full_like(gray, 0.2))
+    assert rgb.shape == (3, 4, 5) and torch.allclose(rgb, torch.full_like(rgb, 0.2))
+
+
+@pytest.mark.parametrize("kind", ["uint16 intensity", "int32 intensity", "float intensity", "uint16 amplitude",
+                                  "float dB"])
+def test_high_dynamic_range_goes_to_log_scale_and_percentiles(tmp_path, kind):
+    intensity = intensity_ramp()
+    values = {"uint16 intensity": lambda: Image.fromarray(intensity.round().astype(np.uint16)),
+              "int32 intensity": lambda: Image.fromarray(intensity.round().astype(np.int32)),
+              "float intensity": lambda: Image.fromarray(intensity.astype(np.float32)),
+              "uint16 amplitude": lambda: Image.fromarray((100 * np.sqrt(intensity)).astype(np.uint16)),
+              "float dB": lambda: Image.fromarray((10 * np.log10(intensity) - 30).astype(np.float32))}[kind]()
+    pixels = load_sar_image(saved(tmp_path, values))[0].numpy()
+    assert pixels.min() == 0 and pixels.max() == 1   # 1st and 99th percentiles stretched to 0 and 1
+    # Intensity 100 is halfway between 1 and 10,000 on a log scale, whether stored as intensity,
+    # amplitude (its square root) or dB (-10 dB here, not logged again).
+    assert pixels[50, 50] == pytest.approx(0.5, abs=0.01)
+
+
+def test_nan_and_inf_pixels(tmp_path):
+    values = np.linspace(-30, 0, 100, dtype=np.float32).reshape(10, 10)
+    values[0, 0], values[0, 1], values[0, 2] = np.nan, np.inf, -np.inf
+    pixels = load_sar_image(saved(tmp_path, Image.fromarray(values)))[0]
+    assert pixels[0, :3].tolist() == [0.0, 1.0, 0.0] and torch.isfinite(pixels).all()
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    whole = saved(tmp_path, Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)), "a.png")
+    (tmp_path / "cut.png").write_bytes(whole.read_bytes()[:2000])  # a valid header, half the pixels
+    with pytest.raises(SARDataError, match="cut.png"):
+        load_sar_image(tmp_path / "cut.png")
+
+
+def test_max_side_shrinks_big_images(tmp_path):
+    path = saved(tmp_path, Image.new("L", (1000, 600), 128), "big.jpg")
+    assert load_sar_image(path, max_side=100).shape == (1, 60, 100)    # decoded at 1/8 (125 x 75), averaged
+    path = saved(tmp_path, Image.fromarray(np.ones((600, 1000), np.uint16)), "big.tif")
+    assert load_sar_image(path, max_side=300).shape == (1, 180, 300)
+
+
+# ---- the Dataset --------------------------------------------------------------------------------------
+
+def test_dataset_draws_one_caption_per_epoch(tmp_path):
+    for i in range(4):
+        gray_image(tmp_path / "s" / "JPEGImages" / f"{i}.png", 50 + 10 * i, 40, 20 * i)
+        (tmp_path / "s" / "Annotations").mkdir(exist_ok=True)
+        objects = [voc_object("ship", [2, 2, 12, 6 + i]), voc_object("ship", [20, 20, 40, 30])]
+        xml = data.voc_xml(f"{i}.png", 50, 40, objects, "offshore", 3.0)
+        (tmp_path / "s" / "Annotations" / f"{i}.xml").write_text(xml)
+    build_manifest([f"voc:{tmp_path / 's'}"], tmp_path / "m.jsonl", n_captions=5, verbose=False)
+    dataset = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, image_size=32, split=None, seed=1)
+    image, tokens = dataset[2]
+    assert image.shape == (1, 32, 32) and tokens.shape == (8,) and tokens.dtype == torch.long
+    assert float(image.mean()) == pytest.approx(40 / 255, abs=1e-6)  # a flat image stays flat when resized
+    drawn = [[dataset.caption(i) for i in range(4)] for dataset.epoch in range(6)]
+    assert all(c in dataset.captions[i] for row in drawn for i, c in enumerate(row))
+    assert len({tuple(row) for row in drawn}) > 1                      # the draw changes with the epoch
+    again = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, image_size=32, split=None, seed=1)
+    again.set_epoch(3)
+    assert [again.caption(i) for i in range(4)] == drawn[3]            # and is the same for (seed, epoch, index)
+    assert dataset.counts[0] == {"ship": 2}
+    simple = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, image_size=32, split=None, simple=True)
+    assert simple.captions[0] == ["a SAR image of two ships."]
+    native = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, None, channels=3, split=None, return_index=True)
+    images, tokens, index = collate_keep_size([native[0], native[3]])
+    assert [im.shape for im in images] == [(3, 40, 50), (3, 40, 80)] and tokens.shape == (2, 8)
+    assert index.tolist() == [0, 3]
+
+
+# ---- synthetic SAR ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("looks", [1, 4])
+def test_speckle_has_mean_one_and_variance_one_over_looks(looks):
+    sample = speckle((1000, 1000), looks, np.random.default_rng(0))
+    # A million draws: the standard error of the mean is 0.001/sqrt(L), of the variance about 0.3%.
+    assert sample.mean() == pytest.approx(1.0, abs=0.005)
+    assert sample.var() == pytest.approx(1 / looks, rel=0.02)
+
+
+def test_strong_scatterers_draw_sidelobe_crosses():
+    image = data.add_scatterers(np.zeros((21, 21)), [(10, 10, 1000.0)])
+    assert image[10, 10] == 1000.0
+    # 3 px along an axis a sidelobe keeps 1.3% of the peak (-19 dB); off the axes it is that squared.
+    assert image[10, 13] == image[13, 10] == pytest.approx(12.9, abs=0.1)
+    assert image[13, 13] == pytest.approx(12.9 ** 2 / 1000, abs=0.01)
+
+
+def test_synthetic_scene_is_deterministic_for_a_seed():
+    one = synthetic_scene(np.random.default_rng(7), 160, 128, "coast")
+    two = synthetic_scene(np.random.default_rng(7), 160, 128, "coast")
+    other = synthetic_scene(np.random.default_rng(8), 160, 128, "coast")
+    assert np.array_equal(one[0], two[0]) and one[1:] == two[1:]
+    assert not np.array_equal(one[0], other[0])
+
+
+def test_synthetic_targets_are_boxed_exactly_and_stand_out():
+    inside, clutter, categories = [], [], Counter()
+    for i, kind in enumerate(["offshore", "coast", "channel", "airport"] * 5):
+        image, objects, scene = synthetic_scene(np.random.default_rng(i), 192, 160, kind)
+        assert scene == data.SCENE_LABEL[kind]
+        background = np.ones(image.shape, bool)
+        for obj in objects:
+            x0, y0, x1, y1 = obj["box"]
+            assert 0 < x0 < x1 < 192 and 0 < y0 < y1 < 160    # inside the image, clear of its edge
+            inside.append(image[y0:y1, x0:x1].mean())
+            background[max(y0 - 10, 0):y1 + 10, max(x0 - 10, 0):x1 + 10] = False  # away from sidelobes
+            categories[obj["category"]] += 1
+            assert ("near_coast" in obj) == (scene == "inshore")
+        clutter.append(image[background].mean())
+    assert set(categories) == {"ship", "aircraft", "car", "tank", "bridge", "harbor"}
+    assert np.mean(inside) > 1.8 * np.mean(clutter)   # bright scatterers over sea, land and apron
+
+
+def test_make_synthetic_layout_manifests_and_cache(tmp_path):
+    paths = data.make_synthetic(tmp_path, seed=3, n_scenes=10, chips_per_class=2, images_per_count=1)
+    scenes = read_manifest(paths["scenes"])
+    assert len(scenes) == 10 and all(e["pixel_spacing"] == data.SYNTH_SPACING for e in scenes)
+    for entry in scenes:  # the reader picked up D2C's extra facts from the VOC files
+        assert ("near_coast" in entry) == (entry.get("scene") == "inshore" and bool(entry["boxes"]))
+    assert sorted(p.name for p in paths["chips"].iterdir()) == sorted(data.CHIP_KIND)
+    assert all(Image.open(p).size == (64, 64) for p in paths["chips"].glob("*/*.png"))
+    counting = read_manifest(paths["count"])
+    assert len(counting) == 10 and {e["split"] for e in counting} == {"test"}  # kept for evaluation
+    for entry in counting:  # the folder says how many there are
+        assert sum(entry["counts"].values()) == int(entry["image"].split("/")[-2])
+    stamp = paths["scenes"].stat().st_mtime_ns
+    assert data.make_synthetic(tmp_path, seed=3, n_scenes=10, chips_per_class=2, images_per_count=1) == paths
+    assert paths["scenes"].stat().st_mtime_ns == stamp   # complete already: nothing rewritten
+
+
+# ---- real SAR data (../shared) -------------------------------------------------------------------------------
+
+def voc_counts(xml_path, classes):
+    """{category: count} read straight from a VOC file, independently of data.py's reader."""
+    names = [classes.get(o.findtext("name"), o.findtext("name")) for o in ET.parse(xml_path).getroot().iter("object")]
+    return dict(Counter(category_name(n) for n in names))
+
+
+def says_count(caption, category, count):
+    """True when the caption states count objects of category ("three T72s", "3 T72s", "a T72")."""
+    numbers = {d2c.count_word(count), str(count)} | ({"a", "an", "one"} if count == 1 else set())
+    words = "|".join(map(re.escape, numbers))
+    noun = re.escape(d2c.plural(category, count))
+    return re.search(rf"\b({words}) (?:small |medium-sized |large )?{noun}\b", caption)
+
+
+def test_real_mstar_scenes_counts_survive_into_the_manifest(shared, tmp_path):
+    root = shared / "sar" / "mstar_scenes"
+    stats = build_manifest([f"voc:{root}:{root / 'classes.txt'}"], tmp_path / "m.jsonl", verbose=False)
+    entries = read_manifest(tmp_path / "m.jsonl")
+    assert len(entries) == 412 and stats["images"] == {"mstar_scenes": 412}
+    classes = data.read_class_list(root / "classes.txt")
+    for entry in entries:
+        stem = entry["image"].split("/")[-1].split(".")[0]
+        assert entry["counts"] == voc_counts(root / "Annotations" / f"{stem}.xml", classes)
+        if len(entry["counts"]) == 1:
+            [(category, count)] = entry["counts"].items()
+            assert all(says_count(c, category, count) for c in entry["captions"]), entry["captions"]
+    for x0, y0, x1, y1, _ in (box for e in entries for box in e["boxes"]):
+        assert 0 <= x0 < x1 <= 492 and 0 <= y0 < y1 <= 594     # boxes past the border were clipped
+    assert {kind for kind, _ in stats["problems"]} <= {"box clipped to the image", "unknown category (kept)",
+                                                       "annotated size differs (image's used)"}
+
+
+def test_real_hrsid_coco_and_sar_aircraft_voc(shared, tmp_path):
+    sar = shared / "sar"
+    (tmp_path / "aircraft.txt").write_text("other aircraft\n")  # SAR-AIRcraft's "other" is another aircraft type
+    stats = build_manifest([f"HRSID=coco:{sar / 'hrsid_mini' / 'annotations.json'}",
+                            f"voc:{sar / 'sar_aircraft_mini'}:{tmp_path / 'aircraft.txt'}"],
+                           tmp_path / "m.jsonl", verbose=False)
+    assert stats["images"] == {"HRSID": 36, "sar_aircraft_mini": 9}
+    assert stats["objects"] == {("HRSID", "ship"): 82, ("sar_aircraft_mini", "aircraft"): 26}
+    assert not [p for p in stats["problems"] if p[0] != "box clipped to the image"]
+    entry = read_manifest(tmp_path / "m.jsonl")[0]
+    image = load_sar_image(entry["image"], max_side=256)
+    assert image.shape == (1, 256, 256) and 0 <= image.min() < image.max() <= 1
