@@ -11,7 +11,7 @@ import gzip
 import math
 import re
 import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -357,26 +357,35 @@ class Tokenizer:
 
     @classmethod
     def train(cls, texts, vocab_size, context_length=77):
-        """Learn a BPE vocabulary of vocab_size ids (start and end included) from captions."""
-        from tokenizers import pre_tokenizers, trainers
+        """Learn a BPE vocabulary of at most vocab_size ids from captions, laid out like CLIP's.
+
+        Fewer ids come back when the captions run out of pairs to merge (D2C's vocabulary is small).
+        """
+        if vocab_size < 514:
+            raise ValueError(f"vocab_size {vocab_size} is below 514: 512 byte symbols, start and end come first")
         tok = cls.empty_bpe()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size - 2, end_of_word_suffix="</w>", show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        tok.train_from_iterator((html.unescape(t) for t in texts), trainer)
-        tok.add_special_tokens([START, END])  # appended last: the two largest ids
-        return cls(tok, context_length)
+        words = Counter()
+        for text, count in Counter(texts).items():  # captions repeat: pre-tokenise each once
+            text = tok.normalizer.normalize_str(html.unescape(html.unescape(text)))
+            for piece, _ in tok.pre_tokenizer.pre_tokenize_str(text):
+                words[(*piece[:-1], piece[-1] + "</w>")] += count
+        return cls.from_merges(learn_merges(words, vocab_size - 512 - 2), context_length)
 
     @classmethod
     def from_clip_bpe(cls, path, context_length=77):
-        """OpenAI's bpe_simple_vocab_16e6.txt.gz: 256 bytes, 256 bytes + '</w>', 48,894 merges, start, end."""
-        from tokenizers import models
+        """OpenAI's bpe_simple_vocab_16e6.txt.gz: a header line, then 48,894 merges, one per line."""
         lines = gzip.open(path, "rt", encoding="utf-8").read().split("\n")
-        merges = [tuple(line.split()) for line in lines[1:49152 - 256 - 2 + 1]]
+        return cls.from_merges([tuple(line.split()) for line in lines[1:49152 - 256 - 2 + 1]], context_length)
+
+    @classmethod
+    def from_merges(cls, merges, context_length=77):
+        """CLIP's vocabulary layout: 256 bytes, the same with '</w>', one id per merge, start, end."""
+        from tokenizers import models
         alphabet = _clip_byte_alphabet()
         vocab = alphabet + [ch + "</w>" for ch in alphabet] + ["".join(m) for m in merges] + [START, END]
         tok = cls.empty_bpe()
         tok.model = models.BPE({t: i for i, t in enumerate(vocab)}, merges, end_of_word_suffix="</w>")
-        tok.add_special_tokens([START, END])  # already in the vocabulary: keeps ids 49406, 49407
+        tok.add_special_tokens([START, END])  # already in the vocabulary: keeps the two largest ids
         return cls(tok, context_length)
 
     @property
@@ -408,6 +417,43 @@ class Tokenizer:
         except Exception as e:
             raise ValueError(f"{path}: not a readable tokenizer file ({e})") from e
         return cls(tok, tok.padding["length"] if tok.padding else 77)
+
+
+def learn_merges(words, n_merges):
+    """Greedy BPE (Sennrich et al., 2016): merge the most frequent adjacent pair, n_merges times.
+
+    words: {tuple of symbols: count}. Ties go to the alphabetically first pair, so the same captions
+    always give the same vocabulary. Only the words that hold the merged pair are counted again.
+    """
+    words = [[list(w), c] for w, c in sorted(words.items())]
+    pairs, where = Counter(), defaultdict(set)  # pair -> count, pair -> the words it occurs in
+    for i, (symbols, count) in enumerate(words):
+        for pair in zip(symbols, symbols[1:]):
+            pairs[pair] += count
+            where[pair].add(i)
+    merges = []
+    while len(merges) < n_merges and pairs:
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        for i in sorted(where.pop(best)):
+            symbols, count = words[i]
+            for pair in zip(symbols, symbols[1:]):  # forget this word's pairs ...
+                pairs[pair] -= count
+                if pairs[pair] <= 0:
+                    del pairs[pair]
+            merged, j = [], 0
+            while j < len(symbols):
+                if (symbols[j], symbols[j + 1] if j + 1 < len(symbols) else None) == best:
+                    merged.append(symbols[j] + symbols[j + 1])
+                    j += 2
+                else:
+                    merged.append(symbols[j])
+                    j += 1
+            words[i][0] = merged
+            for pair in zip(merged, merged[1:]):  # ... and count them again, merged
+                pairs[pair] += count
+                where[pair].add(i)
+    return merges
 
 
 def _clip_byte_alphabet():

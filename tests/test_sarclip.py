@@ -267,8 +267,8 @@ def test_clip_tokenizer_gives_openai_ids(shared):
 
 def test_trained_tokenizer_round_trip_truncation_and_special_ids(tmp_path):
     captions = ["two ships in the upper left", "one aircraft near the coast", "an empty sar scene"] * 20
-    tok = Tokenizer.train(captions, vocab_size=400, context_length=8)
-    assert tok.vocab_size == 305  # not 400: the corpus ran out of pairs to merge
+    tok = Tokenizer.train(captions, vocab_size=1000, context_length=8)
+    assert tok.vocab_size == 512 + 40 + 2  # bytes, bytes</w>, 40 merges (then every word is whole), start, end
     start, end = tok.vocab_size - 2, tok.vocab_size - 1
     tokens = tok(["two ships", "one aircraft near the coast in the upper left of the scene", ""])
     assert tokens.shape == (3, 8) and tokens.dtype == torch.long
@@ -279,5 +279,8 @@ def test_trained_tokenizer_round_trip_truncation_and_special_ids(tmp_path):
     tok.save(tmp_path / "tok.json")
     again = Tokenizer.load(tmp_path / "tok.json")
     assert again.context_length == 8 and torch.equal(again(captions[:3]), tok(captions[:3]))
+    assert Tokenizer.train(captions[::-1], vocab_size=1000).tok.get_vocab() == tok.tok.get_vocab()  # deterministic
+    with pytest.raises(ValueError, match="vocab_size 300 is below 514"):
+        Tokenizer.train(captions, vocab_size=300)
     with pytest.raises(ValueError, match="nothing.json: not a readable tokenizer"):
         Tokenizer.load(tmp_path / "nothing.json")
