@@ -578,8 +578,9 @@ class ManifestDataset(torch.utils.data.Dataset):
     """Manifest images as (image [C, S, S] in [0, 1], caption tokens [L]), one caption drawn per epoch.
 
     tokenizer: any callable list[str] -> LongTensor [N, L]. image_size=None keeps each image's own size
-    (for AnyReader; batch with collate_keep_size). Images are resized whole, not cropped: a caption
-    speaks of every target and where it lies on a 3x3 grid, and a crop could cut one out.
+    (for AnyReader; batch with collate_keep_size), averaged down to max_side when larger. Images are
+    resized whole, not cropped: a caption speaks of every target and where it lies on a 3x3 grid, and
+    a crop could cut one out.
     simple=True draws D2C's one fixed template instead (the paper's simple-caption ablation).
     return_index=True adds the index to each item: (image, tokens, index).
     The caption drawn for an index depends only on (seed, epoch, index): call set_epoch before each
@@ -587,7 +588,7 @@ class ManifestDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, manifest_paths, tokenizer, image_size, channels=1, split="train", seed=0,
-                 simple=False, return_index=False):
+                 simple=False, return_index=False, max_side=None):
         paths = [manifest_paths] if isinstance(manifest_paths, (str, Path)) else manifest_paths
         self.entries = [e for p in paths for e in read_manifest(p) if split is None or e["split"] == split]
         if simple:  # counts only, from the boxes, in the order the annotation lists them
@@ -597,6 +598,7 @@ class ManifestDataset(torch.utils.data.Dataset):
                 entry["captions"] = d2c.captions(record, n=1, simple=True)
         self.tokenizer, self.image_size, self.channels = tokenizer, image_size, channels
         self.seed, self.epoch, self.return_index = seed, 0, return_index
+        self.max_side = max_side or (image_size and 4 * image_size)  # decode no more than will be used
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -622,7 +624,7 @@ class ManifestDataset(torch.utils.data.Dataset):
     def image(self, index):
         """The image, [C, image_size, image_size] (or its own size when image_size is None)."""
         path, size = self.entries[index]["image"], self.image_size
-        image = load_sar_image(path, self.channels, max_side=size and 4 * size)  # bounded memory for big scenes
+        image = load_sar_image(path, self.channels, max_side=self.max_side)  # bounded memory for big scenes
         if size is None:
             return image
         return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True,
