@@ -9,6 +9,8 @@ import torch
 
 from sarclip import CLIP, SIZES, CLIPConfig, clip_loss
 
+DEFAULT_SYNTHETIC = "data_cache/synthetic"  # the set train.py makes by default (made here if missing)
+
 
 def timed(step, warmup=3, repeats=10):
     """Seconds per call of step(), after a few warm-up calls."""
@@ -41,7 +43,134 @@ def bench_train_step(batch_size=64):
           f"{1 / seconds:.2f} steps/s, {batch_size / seconds:.0f} images/s")
 
 
-SECTIONS = {"train_step": bench_train_step}
+def bench_d2c(n_records=2000):
+    """D2C captions per second on the synthetic scenes' records (5 diverse captions each)."""
+    import d2c
+    import data
+    entries = data.read_manifest(data.make_synthetic(DEFAULT_SYNTHETIC)["scenes"])[:n_records]
+    records = [{"width": e["width"], "height": e["height"], "objects": [{"category": b[4], "box": b[:4]} for b in e["boxes"]],
+                "pixel_spacing": e.get("pixel_spacing"), "scene": e.get("scene")} for e in entries]
+    start = time.perf_counter()
+    for i, record in enumerate(records):
+        d2c.captions(record, n=5, seed=i)
+    seconds = time.perf_counter() - start
+    print(f"d2c         {5 * len(records) / seconds:,.0f} captions/s ({len(records)} records, 5 captions each)")
+
+
+def bench_loading(n_images=512, workers=(0, 1)):
+    """Data loading images/s at the tiny preset's resolution: PNG decode, resize to 64 px, tokenise."""
+    import data
+    from sarclip import Tokenizer
+    manifest = data.make_synthetic(DEFAULT_SYNTHETIC)["scenes"]
+    captions = [c for e in data.read_manifest(manifest) for c in e["captions"]]
+    tokenizer = Tokenizer.train(captions, SIZES["tiny"]["vocab_size"], SIZES["tiny"]["context_length"])
+    dataset = data.ManifestDataset(manifest, tokenizer, image_size=SIZES["tiny"]["image_size"], split="train")
+    for n_workers in workers:
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n_images)), batch_size=64,
+                                             num_workers=n_workers)
+        start = time.perf_counter()
+        for _ in loader:
+            pass
+        print(f"loading     {n_images / (time.perf_counter() - start):,.0f} images/s at 64 px, {n_workers} workers")
+
+
+# AnyReader's cost: one square image per side, each measurement in a fresh process (see anyreader_cell).
+ANYREADER_SIDES = (224, 512, 1024, 2048, 4096, 8192)
+ANYREADER_METHODS = ("plain resize", "AnyReader", "full-res ViT")
+MAX_FULL_RES_TOKENS = 16384  # 1024 px at patch 8: past this the full-resolution ViT takes minutes a call
+
+
+def resident_kb(field):
+    """VmRSS (resident now) or VmHWM (peak resident) of this process, in kB, from /proc (Linux)."""
+    import re
+    from pathlib import Path
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
+
+
+def anyreader_cell(method, side, max_tiles=4):
+    """Prints {ms, mb, ...} for embedding one side x side image with the tiny preset, for bench_anyreader.
+
+    Memory is the process's peak resident set during the first call, above what it held before (the
+    model, the image, torch warmed up on one native-size image). Linux's clear_refs resets the peak, and
+    a fresh process per cell keeps one method's freed memory from hiding the next one's. Time is the
+    best of later calls (the fastest run is the least disturbed by whatever else the machine is doing).
+    """
+    import json
+    from pathlib import Path
+
+    import torch.nn.functional as F
+
+    from anyreader import AnyReader
+    torch.manual_seed(0)
+    clip = CLIP(CLIPConfig(**SIZES["tiny"])).eval()
+    S, image = clip.cfg.image_size, torch.rand(1, side, side)
+    tokens = (side // clip.cfg.patch_size) ** 2
+    if method == "full-res ViT" and tokens > MAX_FULL_RES_TOKENS:
+        return print(json.dumps({"skipped": tokens}))
+    reader = AnyReader(clip, max_tiles=max_tiles)
+    run = {"plain resize": lambda: clip.encode_image(
+               F.interpolate(image[None], size=(S, S), mode="bilinear", antialias=True, align_corners=False)),
+           "AnyReader": lambda: reader([image]),
+           "full-res ViT": lambda: clip.encode_image(image[None])}[method]  # positions interpolated
+    with torch.no_grad():
+        clip.encode_image(torch.rand(1, 1, S, S))  # torch's one-time start-up, so that no method pays for it
+        Path("/proc/self/clear_refs").write_text("5")  # peak resident set := resident set now
+        before = resident_kb("VmRSS")
+        start = time.perf_counter()
+        run()
+        first, mb = time.perf_counter() - start, (resident_kb("VmHWM") - before) / 1024
+        seconds = min(timed(run, warmup=0, repeats=1) for _ in range(max(1, min(10, round(2 / first)))))
+    grid = "x".join(map(str, reader.views(image)[1])) if method == "AnyReader" else None
+    print(json.dumps({"ms": 1000 * seconds, "mb": mb, "tokens": tokens, "grid": grid}))
+
+
+def bench_anyreader(sides=ANYREADER_SIDES, plot="docs/anyreader_cost.png"):
+    """Time and peak memory to embed one image, 224 to 8192 px a side: plain resize, AnyReader, full-res ViT."""
+    import json
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent
+    cells = {}
+    for side in sides:
+        for method in ANYREADER_METHODS:
+            code = f"import bench; bench.anyreader_cell({method!r}, {side})"
+            out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+            cells[method, side] = json.loads(out.stdout.splitlines()[-1])
+    print(f"anyreader  tiny preset (64 px native, patch 8), AnyReader max_tiles=4, one 1-channel image, "
+          f"{torch.get_num_threads()} threads; peak MB above the loaded model and image\n")
+    print("| side (px) | plain resize | AnyReader | full-resolution ViT |\n|---|---|---|---|")
+    for side in sides:
+        plain, reader, full = (cells[m, side] for m in ANYREADER_METHODS)
+        full_text = (f"skipped: {full['skipped']:,} tokens" if "skipped" in full
+                     else f"{full['ms']:,.0f} ms, {full['mb']:,.0f} MB ({full['tokens']:,} tokens)")
+        print(f"| {side} | {plain['ms']:,.1f} ms, {plain['mb']:,.0f} MB | {reader['ms']:,.1f} ms, "
+              f"{reader['mb']:,.0f} MB ({reader['grid']} grid) | {full_text} |")
+    plot_anyreader_cost(cells, sides, root / plot)
+
+
+def plot_anyreader_cost(cells, sides, path):
+    """Two log-log panels, time and peak memory against the image side, one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    for ax, key, label in zip(axes, ("ms", "mb"), ("milliseconds per image", "peak MB above model and image")):
+        for method, marker in zip(ANYREADER_METHODS, "os^"):
+            done = [s for s in sides if key in cells[method, s]]
+            ax.plot(done, [max(cells[method, s][key], 0.1) for s in done], marker=marker, label=method)
+        ax.set(xscale="log", yscale="log", xlabel="image side (pixels, square, 1 channel)", ylabel=label)
+        ax.minorticks_off()
+        ax.set_xticks(sides, [str(s) for s in sides])
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.10g}"))
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(title=f"tiny preset; full-res ViT stops at {MAX_FULL_RES_TOKENS:,} tokens")
+    fig.suptitle("Embedding one SAR image of growing size: AnyReader's cost stops growing with the grid")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+SECTIONS = {"train_step": bench_train_step, "d2c": bench_d2c, "loading": bench_loading, "anyreader": bench_anyreader}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or SECTIONS:
