@@ -9,8 +9,6 @@ import torch
 
 from sarclip import CLIP, SIZES, CLIPConfig, clip_loss
 
-DEFAULT_SYNTHETIC = "data_cache/synthetic"  # the set train.py makes by default (made here if missing)
-
 
 def timed(step, warmup=3, repeats=10):
     """Seconds per call of step(), after a few warm-up calls."""
@@ -47,7 +45,7 @@ def bench_d2c(n_records=2000):
     """D2C captions per second on the synthetic scenes' records (5 diverse captions each)."""
     import d2c
     import data
-    entries = data.read_manifest(data.make_synthetic(DEFAULT_SYNTHETIC)["scenes"])[:n_records]
+    entries = data.read_manifest(data.make_synthetic(data.DEFAULT_SYNTHETIC)["scenes"])[:n_records]
     records = [{"width": e["width"], "height": e["height"], "objects": [{"category": b[4], "box": b[:4]} for b in e["boxes"]],
                 "pixel_spacing": e.get("pixel_spacing"), "scene": e.get("scene")} for e in entries]
     start = time.perf_counter()
@@ -61,7 +59,7 @@ def bench_loading(n_images=512, workers=(0, 1)):
     """Data loading images/s at the tiny preset's resolution: PNG decode, resize to 64 px, tokenise."""
     import data
     from sarclip import Tokenizer
-    manifest = data.make_synthetic(DEFAULT_SYNTHETIC)["scenes"]
+    manifest = data.make_synthetic(data.DEFAULT_SYNTHETIC)["scenes"]
     captions = [c for e in data.read_manifest(manifest) for c in e["captions"]]
     tokenizer = Tokenizer.train(captions, SIZES["tiny"]["vocab_size"], SIZES["tiny"]["context_length"])
     dataset = data.ManifestDataset(manifest, tokenizer, image_size=SIZES["tiny"]["image_size"], split="train")

@@ -642,9 +642,39 @@ def collate_keep_size(batch):
     return [list(columns[0]), torch.stack(columns[1])] + [torch.tensor(c) for c in columns[2:]]
 
 
+# ---- SARCount: a counting benchmark from any detection manifest ---------------------------------------
+
+def sarcount_entries(entries, max_count=10):
+    """SARCount's images: every target of one category, 1 to max_count of them (counted from the boxes)."""
+    return [e for e in entries if len(e["counts"]) == 1 and 1 <= next(iter(e["counts"].values())) <= max_count]
+
+
+def write_sarcount(manifests, out_path, split=None):
+    """A SARCount manifest from detection manifests; returns Counter(count: images).
+
+    Entries are kept as they are (image paths relative to the new manifest's folder where they can
+    be), with their own split, or `split` for all ("test": a set kept for evaluation).
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_dir, kept, lines = out_path.parent.resolve(), Counter(), []
+    for path in manifests:
+        for entry in sarcount_entries(read_manifest(path)):
+            image = Path(entry["image"]).resolve()
+            entry["image"] = image.relative_to(out_dir).as_posix() if image.is_relative_to(out_dir) else str(image)
+            entry["split"] = split or entry["split"]
+            lines.append(json.dumps(entry) + "\n")
+            kept[next(iter(entry["counts"].values()))] += 1
+    tmp = out_path.with_name(out_path.name + ".tmp")  # never a half manifest
+    tmp.write_text("".join(lines))
+    os.replace(tmp, out_path)
+    return kept
+
+
 # ---- synthetic SAR scenes: the embedded default data ------------------------------------------------
 
 SYNTH_VERSION = 1                # bump when the generator changes, so cached sets are redrawn
+DEFAULT_SYNTHETIC = Path(__file__).resolve().parent / "data_cache" / "synthetic"  # train.py's default data
 SYNTH_SPACING = 2.0              # metres per pixel of every synthetic scene, written into its annotation
 SURFACE_DB = {"sea": -24.0, "land": -11.0, "apron": -25.0}  # mean backscatter (sigma0) of each surface, dB
 DB_WINDOW = (-30.0, 5.0)         # dB mapped to 0..255 when a scene is saved as 8 bits
@@ -1042,13 +1072,22 @@ def main(argv=None):
     build.add_argument("--captions", type=int, default=5, help="D2C captions per image")
     build.add_argument("--split", choices=["train", "val", "test"], help="one split for all (default: hashed)")
     synth = commands.add_parser("synth", help="write the synthetic SAR set")
-    synth.add_argument("--out", default="data_cache/synthetic")
+    synth.add_argument("--out", default=DEFAULT_SYNTHETIC)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--scenes", type=int, default=2000)
     synth.add_argument("--preview", nargs="?", const="docs/synthetic_examples.png", help="also draw this PNG")
+    sarcount = commands.add_parser("sarcount", help="a SARCount benchmark: images with 1-10 targets of one class")
+    sarcount.add_argument("--manifest", nargs="+", required=True, help="detection manifests (data.py build)")
+    sarcount.add_argument("--out", required=True, help="the SARCount manifest to write (.jsonl)")
+    sarcount.add_argument("--split", choices=["train", "val", "test"], help="one split for all (default: kept)")
     args = parser.parse_args(argv)
     if args.command == "build":
         build_manifest(args.source, args.out, args.captions, args.split)
+        return
+    if args.command == "sarcount":
+        kept = write_sarcount(args.manifest, args.out, args.split)
+        print(f"SARCount: {sum(kept.values())} images in {args.out}; per count: "
+              + ", ".join(f"{k}: {v}" for k, v in sorted(kept.items())))
         return
     start = time.perf_counter()
     paths = make_synthetic(args.out, args.seed, args.scenes)

@@ -3,6 +3,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -410,3 +411,16 @@ def test_real_hrsid_coco_and_sar_aircraft_voc(shared, tmp_path):
     entry = read_manifest(tmp_path / "m.jsonl")[0]
     image = load_sar_image(entry["image"], max_side=256)
     assert image.shape == (1, 256, 256) and 0 <= image.min() < image.max() <= 1
+
+
+def test_sarcount_keeps_images_with_1_to_10_targets_of_one_class(tmp_path):
+    folder = tmp_path / "set"
+    data.make_synthetic(folder, seed=2, n_scenes=40, chips_per_class=1, images_per_count=1)
+    entries = data.read_manifest(folder / "mmsar.jsonl")
+    out = tmp_path / "sarcount" / "sarcount.jsonl"
+    data.main(["sarcount", "--manifest", str(folder / "mmsar.jsonl"), "--out", str(out), "--split", "test"])
+    kept = data.read_manifest(out)
+    expected = [e for e in entries if len(e["counts"]) == 1 and 1 <= sum(e["counts"].values()) <= 10]
+    assert [Path(e["image"]).resolve() for e in kept] == [Path(e["image"]).resolve() for e in expected]
+    assert all(e["split"] == "test" and Path(e["image"]).is_file() for e in kept)
+    assert len(kept) < len(entries)  # mixed scenes and empty ones are left out

@@ -1,0 +1,801 @@
+"""Evaluate SARCLIP on the paper's five downstream tasks: `python eval.py --checkpoint out/ckpt.pt`.
+
+1. image-text retrieval      image->text and text->image R@1/5/10 and their mean (mean recall)
+2. zero-shot classification  class names in SAR prompt templates; top-1, per class, confusion matrix
+3. few-shot classification   k = 1..16 images per class, logistic regression on frozen features
+4. linear probing            logistic regression on all training features, weight decay from validation
+5. object counting           SARCount: "a SAR image of {n} ships" for n = 1..10, the model picks n
+
+    python eval.py --checkpoint out/ckpt.pt           # all five, on the held-out part of the run's data
+    python eval.py --checkpoint out/ckpt.pt --chips-train mstar/17deg --chips-test mstar/15deg \
+                   --class-names mstar_names.txt --tasks zero-shot few-shot linear-probe
+    python eval.py zero-shot --checkpoint out/ckpt.pt --image scene.tif --labels "ship,aircraft,bridge"
+
+Read top to bottom: prompts and settings, checkpoints, features, the metric cores (pure tensor
+functions, tested on hand-made embeddings), the three tasks that read text, data plumbing, plots and
+the table, then `evaluate` and `main`. Every number is a percentage, except counting's mean absolute
+error, which is in objects. Beside the checkpoint sit an untrained model of the same size and, when
+train.py started from CLIP (--init), that CLIP: the paper's "SARCLIP versus CLIP" in one command.
+"""
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import d2c
+import data
+from anyreader import AnyReader, largest_useful_side, resize
+from sarclip import CLIP, CLIPConfig, Tokenizer, load_clip
+
+# Zero-shot prompts: SAR words around the class name with its article ("a ship", "an aircraft", as D2C
+# writes them); their embeddings are averaged per class (prompt ensembling, as CLIP does), so no single
+# phrasing decides the class.
+TEMPLATES = (
+    "a SAR image of {}.",
+    "a synthetic aperture radar image of {}.",
+    "a radar image showing {}.",
+    "a SAR image showing {}.",
+    "a SAR scene with {}.",
+    "a SAR image chip of {}.",
+    "a high-resolution SAR image of {}.",
+    "a radar scene of {}.",
+)
+COUNTS = range(1, 11)                 # SARCount: 1 to 10 targets of one class per image
+FEW_SHOT_KS = (1, 2, 4, 8, 16)        # labelled images per class
+FEW_SHOT_SEEDS = range(5)             # which k images are drawn; mean and std over these draws
+FEW_SHOT_WEIGHT_DECAY = 1e-3          # fixed: with 1 image per class there is nothing to validate on
+WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # the linear probe picks one on validation
+HOLD_OUT_EVERY = 5                    # every 5th image of a class is held out (test, or validation)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def load_checkpoint(path):
+    """(model, tokenizer, info) from a train.py ckpt.pt; info: path, config, args, reader (AnyReader or None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise ValueError(f"{path}: not a train.py checkpoint (expected a dict with 'model' and 'config')")
+    if not isinstance(ckpt.get("config"), dict):
+        raise ValueError(f"{path}: has no 'config' entry (the CLIPConfig fields train.py saves)")
+    if not ckpt.get("tokenizer"):
+        raise ValueError(f"{path}: names no tokenizer; train.py saves 'tokenizer' (e.g. 'tokenizer.json'), "
+                         "and text cannot be read without the vocabulary the model was trained with")
+    tokenizer_path = path.parent / ckpt["tokenizer"]
+    if not tokenizer_path.is_file():
+        raise FileNotFoundError(f"{path}: its tokenizer {tokenizer_path} is missing "
+                                "(train.py writes it beside the checkpoint; keep the two together)")
+    model = load_clip(ckpt).eval()
+    tokenizer = Tokenizer.load(tokenizer_path)
+    check_tokenizer(tokenizer, model.cfg, str(tokenizer_path))
+    args = ckpt.get("args") or {}
+    reader = load_reader(model, ckpt["model"], args, str(path)) if args.get("anyreader") else None
+    return model, tokenizer, {"path": path, "config": ckpt["config"], "args": args, "reader": reader}
+
+
+def check_tokenizer(tokenizer, cfg, name):
+    """The tokenizer must write ids the model has embeddings for, in rows as long as its context."""
+    if tokenizer.vocab_size != cfg.vocab_size:
+        raise ValueError(f"{name}: {tokenizer.vocab_size} ids, but the model embeds {cfg.vocab_size}")
+    if tokenizer.context_length != cfg.context_length:
+        raise ValueError(f"{name}: {tokenizer.context_length} tokens a row, the model reads {cfg.context_length}")
+
+
+def load_reader(model, state_dict, args, name):
+    """The AnyReader train.py trained beside CLIP, its fusion weights read from the 'anyreader.' keys."""
+    reader = AnyReader(model, max_tiles=args.get("max_tiles", 4), fusion=args.get("fusion", "attention"))
+    return reader.load_fusion_state_dict(state_dict, name).eval()
+
+
+# ----------------------------------------------------------------------------- features
+
+def load_image(item, channels, max_side=None):
+    """An image item -> [channels, H, W] in [0, 1]: a tensor (as it is), a path, or (path, box) for a target chip."""
+    if isinstance(item, torch.Tensor):
+        return item
+    if isinstance(item, (str, Path)):
+        return data.load_sar_image(item, channels, max_side=max_side)  # shrunk on load: bounded memory
+    path, box = item
+    return crop(data.load_sar_image(path, channels), box)  # full resolution: boxes are in its pixels
+
+
+def crop(image, box, context=0.25):
+    """The box with a margin of `context` times its size on every side (targets need their surroundings)."""
+    _, H, W = image.shape
+    x0, y0, x1, y1 = box[:4]
+    dx, dy = context * (x1 - x0), context * (y1 - y0)
+    x0, y0 = max(0, int(x0 - dx)), max(0, int(y0 - dy))
+    x1, y1 = min(W, math.ceil(x1 + dx)), min(H, math.ceil(y1 + dy))
+    return image[:, y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+
+
+@torch.no_grad()
+def encode_images(model, images, reader=None, batch_size=64):
+    """L2-normalised features [N, embed_dim] of N image items, loaded a batch at a time.
+
+    Through AnyReader when given (any size: tiles plus a global view); otherwise each image is
+    squeezed whole into the model's native square, as train.py's dataset feeds it.
+    """
+    cfg, device = model.cfg, next(model.parameters()).device
+    # Decode no more pixels than the encoder can use: 4x its side is plenty for an antialiased shrink.
+    max_side = largest_useful_side(cfg.image_size, reader.max_tiles) if reader is not None else 4 * cfg.image_size
+    features = []
+    for start in range(0, len(images), batch_size):
+        batch = [load_image(item, cfg.in_channels, max_side).to(device)
+                 for item in images[start:start + batch_size]]
+        if reader is not None:
+            out = reader(batch)
+        else:
+            S = cfg.image_size  # the whole image, squeezed: no crop, as a target may sit at an edge
+            out = model.encode_image(torch.stack([resize(image, S, S).clamp(0, 1) for image in batch]))
+        features.append(F.normalize(out.float(), dim=-1).cpu())
+    return torch.cat(features) if features else torch.empty(0, cfg.embed_dim)
+
+
+@torch.no_grad()
+def encode_texts(model, tokenizer, texts, batch_size=256):
+    """L2-normalised features [M, embed_dim] of M texts."""
+    device = next(model.parameters()).device
+    features = [model.encode_text(tokenizer(texts[i:i + batch_size]).to(device)).float()
+                for i in range(0, len(texts), batch_size)]
+    return F.normalize(torch.cat(features), dim=-1).cpu() if features else torch.empty(0, model.cfg.embed_dim)
+
+
+# ----------------------------------------------------------------------------- metric cores
+
+def positives_matrix(caption_image, num_images):
+    """[N, M] bool: caption j is a right answer for image i. From a [M] owner index, or given as a matrix."""
+    if caption_image.dtype == torch.bool:
+        return caption_image
+    return caption_image[None, :] == torch.arange(num_images)[:, None]
+
+
+def recall_at_k(similarity, positives, ks):
+    """Percent of queries (rows) with a right answer among their top k, for each k.
+
+    A query's rank is the number of wrong answers scoring at least as high as its best right answer:
+    ties count against the model, so a model that gives every pair the same score cannot score.
+    """
+    best = similarity.masked_fill(~positives, -math.inf).max(dim=1).values  # [queries]
+    rank = ((similarity >= best[:, None]) & ~positives).sum(dim=1)
+    return {k: 100 * (rank < k).sum().item() / len(rank) for k in ks}
+
+
+def chance_recall(positives, ks):
+    """Expected recall@k of a random ranking: 1 - C(M - c, k) / C(M, k) for a query with c right of M."""
+    M = positives.shape[1]
+    out = {}
+    for k in ks:
+        miss = torch.ones(len(positives), dtype=torch.float64)
+        for t in range(min(k, M)):  # C(M-c, k) / C(M, k) = prod_t (M - c - t) / (M - t)
+            miss *= ((M - positives.sum(1) - t).clamp(min=0) / (M - t)).double()
+        out[k] = 100 * (1 - miss).mean().item()
+    return out
+
+
+def retrieval_metrics(image_features, text_features, caption_image, ks=(1, 5, 10)):
+    """Recall@k both ways and mean recall, in percent, with the chance levels of a random ranking.
+
+    image_features [N, D] and text_features [M, D] are L2-normalised; caption_image [M] is the image
+    each caption belongs to (images have several captions), or an [N, M] bool matrix of right answers.
+    """
+    positives = positives_matrix(caption_image, len(image_features))
+    similarity = image_features @ text_features.t()  # [N images, M captions]
+    i2t, t2i = recall_at_k(similarity, positives, ks), recall_at_k(similarity.t(), positives.t(), ks)
+    chance_i2t, chance_t2i = chance_recall(positives, ks), chance_recall(positives.t(), ks)
+    out = {f"i2t_r{k}": i2t[k] for k in ks} | {f"t2i_r{k}": t2i[k] for k in ks}
+    out["mean_recall"] = sum(out.values()) / len(out)  # mean recall: the average of the six numbers
+    out["chance_mean_recall"] = (sum(chance_i2t.values()) + sum(chance_t2i.values())) / (2 * len(ks))
+    return out
+
+
+def classification_metrics(predictions, labels, num_classes):
+    """Top-1 accuracy, per-class accuracy (None for a class with no test image) and the confusion matrix."""
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)  # rows: true class, cols: predicted
+    confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    per_class = [100 * confusion[c, c].item() / n if (n := confusion[c].sum().item()) else None
+                 for c in range(num_classes)]
+    top1 = 100 * (predictions == labels).sum().item() / len(labels)
+    # chance: a uniform guess; majority: always naming the commonest test class (higher when unbalanced)
+    majority = 100 * confusion.sum(1).max().item() / len(labels)
+    return {"top1": top1, "chance": 100 / num_classes, "majority": majority, "per_class": per_class,
+            "confusion": confusion.tolist()}
+
+
+def counting_metrics(predicted, true):
+    """Exact accuracy, accuracy within one object, and mean absolute error (objects) of predicted counts.
+
+    Each comes with its chance level: a number drawn uniformly from 1-10 for every image, against
+    these true counts (within one and the error depend on them: 1 and 10 have one neighbour only).
+    """
+    error, n = (predicted - true).abs(), len(true)
+    guess_error = (torch.tensor(list(COUNTS))[None, :] - true[:, None]).abs().double()  # [N, every guess]
+    return {"accuracy": 100 * (error == 0).sum().item() / n, "within1": 100 * (error <= 1).sum().item() / n,
+            "mae": error.sum().item() / n, "chance": 100 / len(COUNTS),
+            "chance_within1": 100 * (guess_error <= 1).double().mean().item(),
+            "chance_mae": guess_error.mean().item()}
+
+
+def fit_logistic_regression(features, labels, num_classes, weight_decay, max_iter=200):
+    """Multinomial logistic regression, full-batch L-BFGS on mean cross-entropy + weight_decay * |W|^2.
+
+    The loss is convex and the start is zero, so the result depends only on the data: deterministic.
+    Returns (weight [num_classes, D], bias [num_classes]); the bias is not decayed.
+    """
+    weight = torch.zeros(num_classes, features.shape[1], dtype=features.dtype, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=features.dtype, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, history_size=20,
+                                  tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(features @ weight.t() + bias, labels) + weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def logistic_accuracy(train_features, train_labels, test_features, test_labels, weight_decay):
+    """Top-1 test accuracy (percent) of logistic regression fitted on the training features."""
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    weight, bias = fit_logistic_regression(train_features, train_labels, num_classes, weight_decay)
+    predictions = (test_features @ weight.t() + bias).argmax(dim=1)
+    return 100 * (predictions == test_labels).sum().item() / len(test_labels)
+
+
+def few_shot(train_features, train_labels, test_features, test_labels, ks=FEW_SHOT_KS, seeds=FEW_SHOT_SEEDS):
+    """{str(k): {"mean", "std"}}: test accuracy over the seeds' draws of k training images per class.
+
+    Logistic regression on the k-shot features; std is over the draws (population std). A k larger
+    than some class's training images gives None.
+    """
+    classes = train_labels.unique()
+    smallest = min((train_labels == c).sum().item() for c in classes)
+    out = {}
+    for k in ks:
+        if k > smallest:  # every class must offer k images, or "k-shot" would mean fewer for some
+            print(f"few-shot: skipping k={k}, the smallest class has {smallest} training images", file=sys.stderr)
+            out[str(k)] = None
+            continue
+        accuracies = []
+        for seed in seeds:
+            g = torch.Generator().manual_seed(seed)
+            chosen = torch.cat([draw(train_labels == c, k, g) for c in classes])
+            accuracies.append(logistic_accuracy(train_features[chosen], train_labels[chosen], test_features,
+                                                test_labels, FEW_SHOT_WEIGHT_DECAY))
+        accuracies = torch.tensor(accuracies, dtype=torch.float64)
+        out[str(k)] = {"mean": accuracies.mean().item(), "std": accuracies.std(unbiased=False).item()}
+    return out
+
+
+def draw(mask, k, generator):
+    """k indices, drawn without replacement, of the True entries of mask."""
+    candidates = mask.nonzero()[:, 0]
+    return candidates[torch.randperm(len(candidates), generator=generator)[:k]]
+
+
+def held_out(labels, every=HOLD_OUT_EVERY):
+    """Bool mask: every `every`-th item of each class, in the given order, is held out (a stable rule)."""
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    for c in labels.unique():
+        members = (labels == c).nonzero()[:, 0]
+        mask[members[every - 1::every]] = True
+    return mask
+
+
+def linear_probe(train_features, train_labels, test_features, test_labels, weight_decays=WEIGHT_DECAYS):
+    """Test top-1 of logistic regression on all training features; weight decay picked on validation.
+
+    Validation is every 5th training image of each class; the best weight decay is then refitted on
+    the whole training split (train + validation), as CLIP's linear-probe protocol does.
+    """
+    val = held_out(train_labels)
+    if val.all() or not val.any():
+        raise ValueError("linear probe: too few training images per class to hold out a validation split")
+    scores = {wd: logistic_accuracy(train_features[~val], train_labels[~val], train_features[val],
+                                    train_labels[val], wd) for wd in weight_decays}
+    best = max(weight_decays, key=lambda wd: (scores[wd], wd))  # ties: the stronger regulariser
+    top1 = logistic_accuracy(train_features, train_labels, test_features, test_labels, best)
+    return {"top1": top1, "weight_decay": best, "validation": {str(wd): s for wd, s in scores.items()}}
+
+
+# ----------------------------------------------------------------------------- the tasks that read text
+
+def check_labels(tokenizer, labels):
+    """Raise ValueError naming a label that is empty once tokenised (a prompt would carry no class)."""
+    tokens = tokenizer(list(labels))
+    for label, end in zip(labels, tokens.argmax(dim=-1).tolist()):
+        if end <= 1:  # end-of-text right after start-of-text: no token between
+            raise ValueError(f"label {label!r} tokenizes to nothing; give each class a name in words")
+
+
+def zero_shot_classifier(model, tokenizer, labels, templates=TEMPLATES):
+    """[C, embed_dim]: each label's prompts embedded, averaged over the templates, renormalised."""
+    check_labels(tokenizer, labels)
+    texts = [template.format(f"{d2c.article(label)} {label}") for label in labels for template in templates]
+    features = encode_texts(model, tokenizer, texts).view(len(labels), len(templates), -1)
+    return F.normalize(features.mean(dim=1), dim=-1)  # the mean of unit vectors is shorter than one
+
+
+def zero_shot(model, tokenizer, image_features, labels, class_names):
+    """Zero-shot top-1, per-class accuracy and confusion: each image takes its most similar class prompt."""
+    classifier = zero_shot_classifier(model, tokenizer, class_names)
+    predictions = (image_features @ classifier.t()).argmax(dim=1)
+    return classification_metrics(predictions, labels, len(class_names))
+
+
+def count_prompt(n, category):
+    """"a SAR image of three ships.": D2C's number words and plurals, so prompts read like training captions."""
+    return f"a SAR image of {d2c.count_word(n)} {d2c.plural(category, n)}."
+
+
+def counting(model, tokenizer, entries, reader=None, batch_size=64):
+    """SARCount: each image (1-10 targets of one class) picks the best of ten prompts, one per number.
+
+    The prompts differ only in the number ("a SAR image of {n} ships."), so only the model's sense of
+    how many targets it sees can choose between them.
+    """
+    categories = sorted({next(iter(entry["counts"])) for entry in entries})
+    prompts = [count_prompt(n, category) for category in categories for n in COUNTS]
+    text = encode_texts(model, tokenizer, prompts).view(len(categories), len(COUNTS), -1)  # [class, number, D]
+    image = encode_images(model, [entry["image"] for entry in entries], reader, batch_size)  # [N, D]
+    own = text[[categories.index(next(iter(entry["counts"]))) for entry in entries]]  # [N, number, D]
+    similarity = torch.einsum("nd,nkd->nk", image, own)
+    predicted = torch.tensor(list(COUNTS))[similarity.argmax(dim=1)]
+    true = torch.tensor([next(iter(entry["counts"].values())) for entry in entries])
+    return counting_metrics(predicted, true)
+
+
+def retrieval(model, tokenizer, entries, reader=None, batch_size=64):
+    """Retrieval metrics on manifest entries (dicts with 'image' and 'captions'), or a dataset holding them.
+
+    Each distinct sentence is one caption, right for every image it was written for: D2C writes
+    "a SAR image of one ship." for many images, and identical texts have identical embeddings, so
+    counting only one owner would turn their ties into coin flips.
+    """
+    entries = getattr(entries, "entries", entries)  # a data.py dataset keeps its manifest entries
+    captions = list(dict.fromkeys(c for entry in entries for c in entry["captions"]))  # distinct, in order
+    index = {caption: j for j, caption in enumerate(captions)}
+    positives = torch.zeros(len(entries), len(captions), dtype=torch.bool)
+    for i, entry in enumerate(entries):
+        positives[i, [index[c] for c in entry["captions"]]] = True
+    image = encode_images(model, [entry["image"] for entry in entries], reader, batch_size)
+    return retrieval_metrics(image, encode_texts(model, tokenizer, captions), positives)
+
+
+# ----------------------------------------------------------------------------- data plumbing
+
+def read_chip_folder(root, class_names=None):
+    """(image paths, labels, class folders) of a folder-per-class chip set (MSTAR, FUSAR-Ship, OpenSARShip).
+
+    class_names: the folders to read, in label order (a test set must use its training set's order).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such chip folder (expected one sub-folder of images per class)")
+    folders = class_names or sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise ValueError(f"{root}: no class folders (expected one sub-folder of images per class)")
+    paths, labels = [], []
+    for label, name in enumerate(folders):
+        if not (root / name).is_dir():  # a test set may lack a class; its training set may not
+            continue
+        found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in data.IMAGE_EXTENSIONS)
+        if not found:
+            raise ValueError(f"{root / name}: class folder has no images ({' '.join(data.IMAGE_EXTENSIONS)})")
+        paths += found
+        labels += [label] * len(found)
+    return paths, torch.tensor(labels, dtype=torch.long), folders
+
+
+def read_class_names(path, folders):
+    """Prompt phrases for the class folders from lines "folder phrase" ("T72 T72 tank") in the file at path
+    (None: no file); a folder not named there is its own phrase, underscores read as spaces."""
+    phrases = {}
+    for line in Path(path).read_text().splitlines() if path else []:
+        folder, _, phrase = line.strip().partition(" ")
+        if folder:
+            phrases[folder] = phrase.strip() or folder
+    if unknown := sorted(set(phrases) - set(folders)):
+        print(f"{path}: no class folder for {', '.join(unknown)} (ignored)", file=sys.stderr)
+    return [phrases.get(folder, folder.replace("_", " ")) for folder in folders]
+
+
+def cap_per_class(items, labels, limit):
+    """The first `limit` items of each class (all when limit is None), order kept."""
+    if limit is None:
+        return items, labels
+    keep = torch.zeros(len(labels), dtype=torch.bool)
+    for c in labels.unique():
+        keep[(labels == c).nonzero()[:limit, 0]] = True
+    return [item for item, k in zip(items, keep.tolist()) if k], labels[keep]
+
+
+def folder_chips(train_dir, test_dir=None, class_names_file=None):
+    """(train items, train labels, test items, test labels, class phrases) from chip folders.
+
+    With one folder, every 5th image of each class (in file-name order) is the test split: a rule that
+    never moves, whatever the seed. MSTAR's protocol has two folders: 17 degrees train, 15 degrees test.
+    """
+    paths, labels, folders = read_chip_folder(train_dir)
+    if test_dir is None:
+        test = held_out(labels)
+        train_items, test_items = [p for p, t in zip(paths, test) if not t], [p for p, t in zip(paths, test) if t]
+        train_labels, test_labels = labels[~test], labels[test]
+    else:
+        train_items, train_labels = paths, labels
+        test_items, test_labels, _ = read_chip_folder(test_dir, folders)
+        if missing := sorted({p.name for p in Path(test_dir).iterdir() if p.is_dir()} - set(folders)):
+            raise ValueError(f"{test_dir}: classes {missing} have no training folder in {train_dir}")
+    return train_items, train_labels, test_items, test_labels, read_class_names(class_names_file, folders)
+
+
+def manifest_chips(train_entries, test_entries):
+    """Target chips cropped from the boxes of manifest entries: (items, labels, items, labels, classes)."""
+    classes = sorted({box[4] for entry in train_entries + test_entries for box in entry["boxes"]})
+
+    def chips(entries):
+        items = [(entry["image"], box) for entry in entries for box in entry["boxes"]]
+        return items, torch.tensor([classes.index(box[4]) for _, box in items], dtype=torch.long)
+    return (*chips(train_entries), *chips(test_entries), classes)
+
+
+def held_out_entries(manifests):
+    """Every manifest's test split, or its val split when it has no test split."""
+    entries = []
+    for path in manifests:
+        rows = data.read_manifest(path)
+        splits = {row["split"] for row in rows}
+        split = "test" if "test" in splits else "val" if "val" in splits else None
+        if split is None:
+            raise ValueError(f"{path}: has no 'test' or 'val' split to evaluate on")
+        entries += [row for row in rows if row["split"] == split]
+    return entries
+
+
+def prepare_sets(args, info):
+    """The evaluation data each task needs, read once for all models: entries for retrieval and
+    counting, chips for the three classification tasks.
+
+    Flags first; else the manifests the checkpoint was trained on (their held-out split); else the
+    synthetic default set, made on first use exactly as train.py makes it.
+    """
+    manifests, synthetic = args.data or info["args"].get("data") or [], None
+    if not manifests:
+        synthetic = data.make_synthetic(data.DEFAULT_SYNTHETIC)
+        manifests = [synthetic["scenes"]]
+    for path in [*manifests, *(args.counting or [])]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such manifest (give the evaluation data with --data)")
+    tasks, sets = set(args.tasks), {}
+    if "retrieval" in tasks:
+        sets["retrieval"] = held_out_entries(manifests)
+    if "counting" in tasks:
+        counting_manifests = args.counting or ([synthetic["count"]] if synthetic else manifests)
+        sets["counting"] = data.sarcount_entries(held_out_entries(counting_manifests), max(COUNTS))
+    if tasks & {"zero-shot", "few-shot", "linear-probe"}:
+        sets["chips"] = chip_sets(args, manifests, synthetic)
+    return sets
+
+
+def chip_sets(args, manifests, synthetic):
+    """(train items, train labels, test items, test labels, class phrases): folders, else manifest boxes."""
+    if args.chips or args.chips_train:
+        chips = folder_chips(args.chips or args.chips_train, args.chips_test, args.class_names)
+    elif synthetic:
+        chips = folder_chips(synthetic["chips"], class_names_file=args.class_names)
+    else:  # target chips cut from the boxes: the train split to learn from, the held-out split to test
+        train_entries = [e for path in manifests for e in data.read_manifest(path) if e["split"] == "train"]
+        chips = manifest_chips(train_entries, held_out_entries(manifests))
+    train_items, train_labels = cap_per_class(*chips[:2], args.max_per_class)
+    test_items, test_labels = cap_per_class(*chips[2:4], args.max_per_class)
+    return train_items, train_labels, test_items, test_labels, chips[4]
+
+
+def describe(sets):
+    """One line on what is evaluated, so a reader knows the size of each test."""
+    parts = []
+    if "retrieval" in sets:
+        captions = len({c for entry in sets["retrieval"] for c in entry["captions"]})
+        parts.append(f"retrieval: {len(sets['retrieval'])} images, {captions} distinct captions")
+    if "chips" in sets:
+        train_items, _, test_items, _, classes = sets["chips"]
+        parts.append(f"classification: {len(classes)} classes, "
+                     f"{len(train_items)} train / {len(test_items)} test chips")
+    if "counting" in sets:
+        parts.append(f"counting: {len(sets['counting'])} images")
+    return "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------- plots and the table
+
+def plot_confusion(confusion, class_names, path, title="zero-shot confusion"):
+    """The zero-shot confusion matrix, rows (true class) normalised to percentages, counts written in."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    counts = torch.tensor(confusion, dtype=torch.float)
+    percent = 100 * counts / counts.sum(1, keepdim=True).clamp(min=1)
+    size = 1.5 + 0.45 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    shown = ax.imshow(percent.numpy(), cmap="Blues", vmin=0, vmax=100)
+    for (i, j), n in zip(torch.cartesian_prod(torch.arange(len(counts)), torch.arange(len(counts))).tolist(),
+                         counts.flatten().tolist()):
+        if n:
+            colour = "white" if percent[i, j] > 50 else "black"
+            ax.text(j, i, int(n), ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set(xlabel="predicted class", ylabel="true class", title=f"{title} (colour: row %)")
+    fig.colorbar(shown, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_few_shot(curves, chance, path):
+    """Few-shot accuracy against k (mean and std over seeds), one line per model, chance dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, few in curves.items():
+        ks = [int(k) for k, v in few.items() if v is not None]
+        ax.errorbar(ks, [few[str(k)]["mean"] for k in ks], yerr=[few[str(k)]["std"] for k in ks],
+                    marker="o", capsize=3, label=name)
+    if chance is not None:
+        ax.axhline(chance, linestyle="--", color="gray", label="chance")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(FEW_SHOT_KS, [str(k) for k in FEW_SHOT_KS])
+    ax.set(xlabel="labelled images per class (k)", ylabel="test accuracy (%)", title="few-shot classification")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+ROWS = [  # (task, metric, block in the results, key in the block)
+    ("retrieval", "image->text R@1", "retrieval", "i2t_r1"), ("", "image->text R@5", "retrieval", "i2t_r5"),
+    ("", "image->text R@10", "retrieval", "i2t_r10"), ("", "text->image R@1", "retrieval", "t2i_r1"),
+    ("", "text->image R@5", "retrieval", "t2i_r5"), ("", "text->image R@10", "retrieval", "t2i_r10"),
+    ("", "mean recall", "retrieval", "mean_recall"),
+    ("zero-shot", "top-1", "zero_shot", "top1"),
+    *[("few-shot" if k == 1 else "", f"{k}-shot top-1", "few_shot", str(k)) for k in FEW_SHOT_KS],
+    ("linear probe", "top-1", "linear_probe", "top1"),
+    ("counting", "accuracy", "counting", "accuracy"), ("", "within one", "counting", "within1"),
+    ("", "MAE (objects)", "counting", "mae"),
+]
+
+
+def chance_level(results, block, key):
+    """The chance level the table shows beside a metric, or None."""
+    if block == "retrieval" and key == "mean_recall":
+        return results.get("retrieval", {}).get("chance_mean_recall")
+    if block in ("zero_shot", "few_shot", "linear_probe"):  # one guess among the classes
+        return results.get("linear_probe", results.get("zero_shot", {})).get("chance")
+    if block == "counting":
+        return results.get("counting", {}).get({"accuracy": "chance", "within1": "chance_within1",
+                                                 "mae": "chance_mae"}[key])
+    return None
+
+
+def cell(value, digits=1):
+    """A table cell: 12.3, or 45.6±1.2 for a few-shot mean and std, or '-' for nothing."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return f"{value['mean']:.{digits}f}±{value['std']:.{digits}f}"
+    return f"{value:.{digits}f}"
+
+
+def format_table(results):
+    """The evaluation table: one row per metric, one column per model, chance at the right."""
+    names = list(results)
+    header = f"{'task':<13}{'metric':<18}" + "".join(f"{n:>12}" for n in names) + f"{'chance':>10}"
+    lines = [header, "-" * len(header)]
+    first = results[names[0]]
+    for task, metric, block, key in ROWS:
+        if not any(block in r for r in results.values()):
+            continue
+        values = [r.get(block, {}).get(key) for r in results.values()]
+        chance = chance_level(first, block, key)
+        digits = 2 if key == "mae" else 1
+        lines.append(f"{task:<13}{metric:<18}" + "".join(f"{cell(v, digits):>12}" for v in values)
+                     + f"{'' if chance is None else cell(chance, digits):>10}")
+    lines.append("chance: a random ranking (retrieval), a uniform guess among the classes or from 1-10 (counting)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- evaluate, baselines, main
+
+TASKS = ("retrieval", "zero-shot", "few-shot", "linear-probe", "counting")
+
+
+def evaluate(model, tokenizer, sets, tasks=TASKS, reader=None, batch_size=64):
+    """One model's results on the prepared sets: {"retrieval": {...}, "zero_shot": {...}, ...}."""
+    model.eval()
+    results = {}
+    if "retrieval" in tasks:
+        results["retrieval"] = retrieval(model, tokenizer, sets["retrieval"], reader, batch_size)
+    if {"zero-shot", "few-shot", "linear-probe"} & set(tasks):
+        train_items, train_labels, test_items, test_labels, classes = sets["chips"]
+        test = encode_images(model, test_items, reader, batch_size)  # frozen features, computed once
+        if "zero-shot" in tasks:
+            zero = zero_shot(model, tokenizer, test, test_labels, classes)
+            results["zero_shot"] = {**zero, "per_class": dict(zip(classes, zero["per_class"]))}
+        if {"few-shot", "linear-probe"} & set(tasks):
+            if not train_items:
+                raise ValueError("few-shot and linear probing need training chips: give --chips, --chips-train, "
+                                 "or a manifest with a 'train' split")
+            train = encode_images(model, train_items, reader, batch_size)
+            if "few-shot" in tasks:
+                results["few_shot"] = few_shot(train, train_labels, test, test_labels)
+            if "linear-probe" in tasks:
+                results["linear_probe"] = {**linear_probe(train, train_labels, test, test_labels),
+                                           "chance": 100 / len(classes)}
+    if "counting" in tasks:
+        if sets["counting"]:
+            results["counting"] = counting(model, tokenizer, sets["counting"], reader, batch_size)
+        else:
+            print("counting: skipped, no held-out image has 1-10 targets of one class", file=sys.stderr)
+    return results
+
+
+def untrained_model(info, seed):
+    """A model of the checkpoint's size with fresh random weights (and a fresh AnyReader when it had one).
+
+    Built as train.py builds its model after torch.manual_seed(seed): with the run's seed, these are
+    the very weights a from-scratch run started from.
+    """
+    with torch.random.fork_rng():  # the caller's random stream is left as it was
+        torch.manual_seed(seed)
+        model = CLIP(CLIPConfig(**info["config"])).eval()
+        reader = None
+        if info["reader"] is not None:
+            reader = AnyReader(model, info["reader"].max_tiles, fusion=info["args"].get("fusion", "attention"))
+    return model, reader
+
+
+def init_model(path, info, tokenizer):
+    """The CLIP checkpoint train.py started from (--init), read as CLIP reads images: resized, no AnyReader."""
+    path = Path(path)
+    if not path.is_file() and (info["path"].parent / path).is_file():
+        path = info["path"].parent / path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the starting CLIP checkpoint (--init) is not there; "
+                                "give its path with --init or leave the baseline out with --baselines untrained")
+    model = load_clip(path, in_channels=info["config"]["in_channels"]).eval()
+    check_tokenizer(tokenizer, model.cfg, f"the tokenizer of {info['path']} against {path}")
+    return model, None
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Evaluate a SARCLIP checkpoint on five tasks "
+                                "(or: eval.py zero-shot --checkpoint C --image I --labels a,b,c)")
+    p.add_argument("--checkpoint", required=True, help="train.py's ckpt.pt (tokenizer.json beside it)")
+    p.add_argument("--data", nargs="+", help="manifests for retrieval and counting (test split, else val); "
+                   "default: the checkpoint's training manifests, else the synthetic set")
+    p.add_argument("--counting", nargs="+", help="SARCount manifests (data.py sarcount); default: --data")
+    p.add_argument("--chips", help="folder-per-class chips, every 5th image of a class held out for test")
+    p.add_argument("--chips-train", help="folder-per-class training chips (e.g. MSTAR 17 degrees)")
+    p.add_argument("--chips-test", help="folder-per-class test chips (e.g. MSTAR 15 degrees)")
+    p.add_argument("--class-names", help="lines 'folder phrase' naming each class for the prompts")
+    p.add_argument("--max-per-class", type=int, help="use at most this many chips per class and split")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--baselines", nargs="*", default=["untrained", "init"], choices=["untrained", "init"],
+                   help="models beside the checkpoint ('init' only when train.py started from CLIP); "
+                   "none: --baselines with no names")
+    p.add_argument("--init", help="the starting CLIP checkpoint, if it moved since training")
+    p.add_argument("--out", help="folder for eval.json and the PNGs (default: beside the checkpoint)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, help="seeds the untrained baseline (default: the run's seed, so it is "
+                   "exactly the weights training started from)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    if bool(args.chips_train) != bool(args.chips_test) or (args.chips and args.chips_train):
+        p.error("give either --chips DIR, or both --chips-train DIR and --chips-test DIR")
+    return args
+
+
+def main(argv=None):
+    """Evaluate the checkpoint and its baselines; print the table, write eval.json and PNGs; return the report."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["zero-shot"]:
+        return zero_shot_main(argv[1:])
+    args = parse_args(argv)
+    started = time.perf_counter()
+    model, tokenizer, info = load_checkpoint(args.checkpoint)
+    sets = prepare_sets(args, info)
+    print(describe(sets))
+    models = {"checkpoint": (model, info["reader"])}
+    if "untrained" in args.baselines:
+        seed = info["args"].get("seed", 0) if args.seed is None else args.seed
+        models["untrained"] = untrained_model(info, seed)
+    start_from = args.init or info["args"].get("init", "scratch")
+    if "init" in args.baselines and start_from != "scratch":
+        models["init"] = init_model(start_from, info, tokenizer)
+    results = {}
+    for name, (clip, reader) in models.items():
+        clip = clip.to(args.device)
+        reader = reader.to(args.device) if reader is not None else None
+        results[name] = evaluate(clip, tokenizer, sets, args.tasks, reader, args.batch_size)
+    seconds = time.perf_counter() - started
+    baselines = {name: results[name] for name in models if name != "checkpoint"}
+    report = {**results["checkpoint"], "baselines": baselines, "checkpoint": str(args.checkpoint),
+              "data": describe(sets), "seconds": seconds}
+    write_outputs(report, results, sets, Path(args.out or Path(args.checkpoint).parent))
+    print(format_table(results))
+    print(f"evaluated {len(models)} model(s) in {seconds:.1f} s")
+    return report
+
+
+def write_outputs(report, results, sets, out):
+    """eval.json, zero_shot_confusion.png and few_shot.png in the output folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(report, indent=2))
+    written = [out / "eval.json"]
+    if "zero_shot" in report:
+        plot_confusion(report["zero_shot"]["confusion"], sets["chips"][4], out / "zero_shot_confusion.png",
+                       f"zero-shot top-1 {report['zero_shot']['top1']:.1f}%")
+        written.append(out / "zero_shot_confusion.png")
+    if "few_shot" in report:
+        curves = {name: r["few_shot"] for name, r in results.items() if "few_shot" in r}
+        plot_few_shot(curves, chance_level(report, "few_shot", "1"), out / "few_shot.png")
+        written.append(out / "few_shot.png")
+    print("wrote " + ", ".join(map(str, written)))
+
+
+def label_probabilities(model, tokenizer, image, labels, reader=None):
+    """CLIP's zero-shot prediction for one image (a path or [C, H, W]): a probability per label."""
+    classifier = zero_shot_classifier(model, tokenizer, labels)
+    features = encode_images(model, [image], reader)
+    return (model.logit_scale.exp().item() * features @ classifier.t()).softmax(dim=-1)[0]
+
+
+def zero_shot_main(argv):
+    """`eval.py zero-shot --checkpoint C --image scene.tif --labels "ship,aircraft,bridge"`."""
+    p = argparse.ArgumentParser(prog="eval.py zero-shot", description="label probabilities for one SAR image")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--image", required=True, help="a SAR image of any size (read through AnyReader when the "
+                   "checkpoint was trained with it)")
+    p.add_argument("--labels", required=True, help="comma-separated class names, e.g. 'ship,aircraft,bridge'")
+    args = p.parse_args(argv)
+    labels = [label.strip() for label in args.labels.split(",")]
+    if len(labels) < 2 or not all(labels):
+        raise ValueError(f"--labels {args.labels!r}: give two or more non-empty names, separated by commas")
+    model, tokenizer, info = load_checkpoint(args.checkpoint)
+    probabilities = label_probabilities(model, tokenizer, args.image, labels, info["reader"])
+    probabilities = dict(zip(labels, probabilities.tolist()))
+    for label, p in sorted(probabilities.items(), key=lambda item: -item[1]):
+        print(f"{100 * p:6.1f}%  {label}")
+    return probabilities
+
+
+def feature_throughput(model, reader=None, n=256, batch_size=64, side=None):
+    """Images per second through encode_images on n random images (native size unless side is given)."""
+    side = side or model.cfg.image_size
+    images = list(torch.rand(n, model.cfg.in_channels, side, side, generator=torch.Generator().manual_seed(0)))
+    encode_images(model, images[:batch_size], reader, batch_size)  # warm-up
+    start = time.perf_counter()
+    encode_images(model, images, reader, batch_size)
+    return n / (time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, not a traceback
+        sys.exit(f"eval.py: {error}")

@@ -1,0 +1,365 @@
+"""Tests for eval.py: every metric on hand-made embeddings with known answers, then all five tasks end
+to end on synthetic SAR data with a tiny random model, then the errors bad input must raise."""
+import json
+import shutil
+from dataclasses import asdict
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import data
+import eval as evaluation
+from anyreader import AnyReader
+from sarclip import CLIP, CLIPConfig, Tokenizer
+
+
+def unit(rows):
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+def test_retrieval_hand_checkable_case():
+    # Four images along the axes; two captions each. Image 1's captions look like image 2
+    # (pointing along e2), so image 1 finds no caption near it and image 2 has two impostors.
+    images = torch.eye(4)
+    texts = unit([[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0],
+                  [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1]])
+    owner = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    m = evaluation.retrieval_metrics(images, texts, owner)
+    # image->text: images 0 and 3 rank a caption of theirs first; image 2's first right caption comes
+    # after two impostors (3rd place); image 1 scores 0 with all eight captions, and ties count against
+    # it, so its right captions come after the six wrong ones (7th place).
+    assert (m["i2t_r1"], m["i2t_r5"], m["i2t_r10"]) == (50, 75, 100)
+    # text->image: captions 2 and 3 find images 0, 2 and 3 tied with or above image 1 (4th place);
+    # the other six captions find their image first.
+    assert (m["t2i_r1"], m["t2i_r5"], m["t2i_r10"]) == (75, 100, 100)
+    assert m["mean_recall"] == pytest.approx(500 / 6)
+    # chance: 2 right captions of 8 -> R@1 2/8, R@5 1 - C(6,5)/C(8,5) = 1 - 6/56; 1 right image of 4 -> 1/4.
+    chance = (25 + 100 * (1 - 6 / 56) + 100 + 25 + 100 + 100) / 6
+    assert m["chance_mean_recall"] == pytest.approx(chance)
+
+
+def test_retrieval_perfect_model_scores_100():
+    g = torch.Generator().manual_seed(0)
+    images = F.normalize(torch.randn(50, 32, generator=g), dim=-1)
+    owner = torch.arange(50).repeat_interleave(3)  # three captions an image, each a noisy copy of it
+    texts = F.normalize(images[owner] + 0.05 * torch.randn(150, 32, generator=g), dim=-1)
+    m = evaluation.retrieval_metrics(images, texts, owner)
+    assert all(m[k] == 100 for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mean_recall"))
+
+
+def test_retrieval_shuffled_model_is_near_chance():
+    g = torch.Generator().manual_seed(0)
+    images = F.normalize(torch.randn(200, 32, generator=g), dim=-1)
+    owner = torch.arange(200).repeat_interleave(5)
+    texts = F.normalize(images[owner] + 0.05 * torch.randn(1000, 32, generator=g), dim=-1)
+    shuffled = owner[torch.randperm(1000, generator=g)]  # captions handed to the wrong images
+    m = evaluation.retrieval_metrics(images, texts, shuffled)
+    assert m["chance_mean_recall"] == pytest.approx((0.5 + 2.49 + 4.96 + 0.5 + 2.5 + 5) / 6, abs=0.02)
+    # 200 and 1000 queries: the six recalls each have a standard error of at most 1.5 points.
+    assert abs(m["mean_recall"] - m["chance_mean_recall"]) < 1.5
+
+
+def test_identical_captions_are_right_for_every_image_they_describe():
+    images = torch.eye(2)
+    texts = unit([[1, 0], [0, 1]])
+    both = torch.tensor([[True, True], [False, True]])  # caption 1 is word-for-word true of both images
+    m = evaluation.retrieval_metrics(images, texts, both)
+    assert m["i2t_r1"] == 100 and m["t2i_r1"] == 100
+
+
+# ----------------------------------------------------------------------------- classification and counting
+
+def test_classification_metrics_known_case():
+    predictions = torch.tensor([0, 0, 1, 2, 2, 2])
+    labels = torch.tensor([0, 1, 1, 2, 2, 0])
+    m = evaluation.classification_metrics(predictions, labels, num_classes=4)
+    assert m["top1"] == pytest.approx(400 / 6) and m["chance"] == 25
+    assert m["majority"] == pytest.approx(100 / 3)  # always guessing class 0, 1 or 2: two of six right
+    assert m["per_class"] == [50, 50, 100, None]  # class 3 has no test image
+    assert m["confusion"] == [[1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, 0]]  # rows: true class
+
+
+def test_counting_metrics_known_case():
+    m = evaluation.counting_metrics(torch.tensor([1, 3, 5, 10]), torch.tensor([1, 2, 7, 10]))
+    assert (m["accuracy"], m["within1"], m["mae"], m["chance"]) == (50, 75, 0.75, 10)  # errors 0, 1, 2, 0
+    # A uniform guess from 1-10: within one of 1 and 10 two times in ten, of 2 and 7 three times.
+    assert m["chance_within1"] == pytest.approx(100 * (2 + 3 + 3 + 2) / 40)
+    # Its mean error: 4.5 from 1 or 10, (1 + 36) / 10 = 3.7 from 2, (21 + 6) / 10 = 2.7 from 7.
+    assert m["chance_mae"] == pytest.approx((4.5 + 3.7 + 2.7 + 4.5) / 4)
+
+
+def test_count_prompts_read_like_d2c_captions():
+    assert evaluation.count_prompt(1, "ship") == "a SAR image of one ship."
+    assert evaluation.count_prompt(3, "ship") == "a SAR image of three ships."
+    assert evaluation.count_prompt(10, "T72") == "a SAR image of ten T72s."
+
+
+def blobs(n_per_class, num_classes=3, dim=8, seed=0):
+    """Well-separated Gaussian blobs, one per class, L2-normalised like CLIP features."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 3 * torch.eye(num_classes, dim)
+    labels = torch.arange(num_classes).repeat_interleave(n_per_class)
+    return F.normalize(centres[labels] + 0.3 * torch.randn(len(labels), dim, generator=g), dim=-1), labels
+
+
+def test_a_perfect_model_scores_100():
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    assert evaluation.classification_metrics(labels, labels, 3)["per_class"] == [100, 100, 100]
+    counts = torch.arange(1, 11)
+    m = evaluation.counting_metrics(counts, counts)
+    assert (m["accuracy"], m["within1"], m["mae"]) == (100, 100, 0)
+
+
+def test_logistic_regression_separates_a_separable_set():
+    x, y = blobs(20)
+    weight, bias = evaluation.fit_logistic_regression(x, y, num_classes=3, weight_decay=1e-4)
+    assert ((x @ weight.t() + bias).argmax(1) == y).all()
+    x_test, y_test = blobs(20, seed=1)
+    assert evaluation.logistic_accuracy(x, y, x_test, y_test, weight_decay=1e-4) == 100
+
+
+def test_logistic_regression_is_deterministic():
+    x, y = blobs(10)
+    assert torch.equal(evaluation.fit_logistic_regression(x, y, 3, 1e-3)[0],
+                       evaluation.fit_logistic_regression(x, y, 3, 1e-3)[0])
+
+
+def test_few_shot_on_separable_features_and_skips_k_larger_than_a_class():
+    x, y = blobs(10)
+    x_test, y_test = blobs(10, seed=1)
+    out = evaluation.few_shot(x, y, x_test, y_test, ks=(1, 4, 16))
+    assert out["1"]["mean"] == 100 and out["4"] == {"mean": 100, "std": 0}
+    assert out["16"] is None  # each class has 10 training images
+
+
+def test_few_shot_on_random_features_is_near_chance():
+    g = torch.Generator().manual_seed(0)
+    x = F.normalize(torch.randn(200, 16, generator=g), dim=-1)
+    x_test = F.normalize(torch.randn(400, 16, generator=g), dim=-1)
+    y, y_test = torch.arange(4).repeat(50), torch.arange(4).repeat(100)
+    out = evaluation.few_shot(x, y, x_test, y_test, ks=(4,))
+    assert abs(out["4"]["mean"] - 25) < 6  # 5 draws of 400 test images: standard error about 1 point
+
+
+def test_held_out_takes_every_fifth_image_of_each_class():
+    labels = torch.tensor([0] * 6 + [1] * 5)
+    assert evaluation.held_out(labels).nonzero()[:, 0].tolist() == [4, 10]
+
+
+def test_linear_probe_picks_a_weight_decay_on_validation():
+    x, y = blobs(20)
+    x_test, y_test = blobs(20, seed=1)
+    out = evaluation.linear_probe(x, y, x_test, y_test)
+    assert out["top1"] == 100 and out["weight_decay"] in evaluation.WEIGHT_DECAYS
+    assert set(out["validation"]) == {str(wd) for wd in evaluation.WEIGHT_DECAYS}
+
+
+# ----------------------------------------------------------------------------- end to end on synthetic SAR
+
+# A CLIP small enough to evaluate in a second or two: width 16, one layer a tower, 32-px images.
+TINY = dict(embed_dim=16, image_size=32, patch_size=8, in_channels=1, vision_width=16, vision_layers=1,
+            vision_heads=2, context_length=32, text_width=16, text_layers=1, text_heads=2)
+EVAL_KEYS = {"retrieval": {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mean_recall",
+                           "chance_mean_recall"},
+             "zero_shot": {"top1", "chance"}, "linear_probe": {"top1"},
+             "counting": {"accuracy", "within1", "mae", "chance"}}
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A small synthetic SAR set: 40 scenes, 6 chip classes of 10, 6 counting images per number."""
+    return data.make_synthetic(tmp_path_factory.mktemp("synthetic"), n_scenes=40, chips_per_class=10,
+                               images_per_count=6)
+
+
+def save_run(folder, synthetic, seed=0, **args):
+    """A train.py-style run folder holding a random tiny model: ckpt.pt + tokenizer.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    captions = [c for e in data.read_manifest(synthetic["scenes"]) for c in e["captions"]]
+    tokenizer = Tokenizer.train(captions, vocab_size=600, context_length=TINY["context_length"])
+    cfg = CLIPConfig(**TINY, vocab_size=tokenizer.vocab_size)
+    torch.manual_seed(seed)
+    model = CLIP(cfg)
+    tokenizer.save(folder / "tokenizer.json")
+    args = {"init": "scratch", "anyreader": False, "max_tiles": 4, "data": [str(synthetic["scenes"])],
+            "seed": seed, **args}
+    state = model.state_dict()
+    if args["anyreader"]:
+        reader = AnyReader(model, max_tiles=args["max_tiles"])
+        with torch.no_grad():
+            reader.fusion.gate.fill_(0.5)  # tiles count: a reader that is more than its global view
+        state |= reader.fusion_state_dict()
+    torch.save({"model": state, "config": asdict(cfg), "tokenizer": "tokenizer.json", "args": args},
+               folder / "ckpt.pt")
+    return folder / "ckpt.pt", model
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, synthetic):
+    """A run that started from a 'CLIP' checkpoint (another random tiny model), so both baselines apply."""
+    folder = tmp_path_factory.mktemp("run")
+    init, _ = save_run(folder / "clip", synthetic, seed=1)
+    init_weights = folder / "clip.pt"
+    torch.save(torch.load(init, weights_only=True)["model"], init_weights)  # a plain state dict, as OpenAI's
+    ckpt, _ = save_run(folder, synthetic, init=str(init_weights))
+    return ckpt
+
+
+def test_all_five_tasks_end_to_end(run, synthetic, tmp_path):
+    out = tmp_path / "eval"
+    report = evaluation.main(["--checkpoint", str(run), "--data", str(synthetic["scenes"]),
+                              "--counting", str(synthetic["count"]), "--chips", str(synthetic["chips"]),
+                              "--out", str(out)])
+    written = json.loads((out / "eval.json").read_text())
+    assert written["few_shot"] == report["few_shot"]
+    assert (out / "zero_shot_confusion.png").is_file() and (out / "few_shot.png").is_file()
+    assert set(written["baselines"]) == {"untrained", "init"}
+    for results in (written, *written["baselines"].values()):
+        for block, keys in EVAL_KEYS.items():
+            assert keys <= set(results[block]), block
+            assert all(0 <= results[block][k] <= 100 for k in keys if k != "mae")
+        assert 0 <= results["counting"]["mae"] <= 9
+        # 10 chips a class, 2 held out for test: 8 to draw from, so k = 16 cannot be run.
+        assert set(results["few_shot"]) == {"1", "2", "4", "8", "16"} and results["few_shot"]["16"] is None
+        assert all(0 <= v["mean"] <= 100 and v["std"] >= 0 for k, v in results["few_shot"].items() if k != "16")
+    assert written["zero_shot"]["chance"] == pytest.approx(100 / 6)  # six chip classes
+    assert written["counting"]["chance"] == 10
+
+
+def test_evaluation_is_deterministic(run, synthetic, tmp_path):
+    common = ["--checkpoint", str(run), "--data", str(synthetic["scenes"]), "--chips", str(synthetic["chips"]),
+              "--tasks", "retrieval", "few-shot", "--baselines", "untrained"]
+    first = evaluation.main(common + ["--out", str(tmp_path / "a")])
+    second = evaluation.main(common + ["--out", str(tmp_path / "b")])
+    for report in (first, second):
+        report.pop("seconds")
+    assert first == second
+
+
+def test_untrained_baseline_is_where_training_started(synthetic, tmp_path):
+    ckpt, start = save_run(tmp_path, synthetic, seed=3)  # save_run seeds its model as train.py does
+    _, _, info = evaluation.load_checkpoint(ckpt)
+    untrained, _ = evaluation.untrained_model(info, seed=3)
+    assert all(torch.equal(v, untrained.state_dict()[k]) for k, v in start.state_dict().items())
+
+
+def test_default_data_is_the_synthetic_set(synthetic, tmp_path, monkeypatch):
+    ckpt, _ = save_run(tmp_path / "run", synthetic, data=[])  # trained on the synthetic default
+    made = []
+    monkeypatch.setattr(data, "make_synthetic", lambda out, seed=0: made.append((out, seed)) or synthetic)
+    report = evaluation.main(["--checkpoint", str(ckpt), "--tasks", "retrieval", "counting", "--baselines"])
+    assert made == [(data.DEFAULT_SYNTHETIC, 0)]  # where and how train.py makes it
+    assert set(report) >= {"retrieval", "counting"} and report["baselines"] == {}
+    assert (tmp_path / "run" / "eval.json").is_file()  # beside the checkpoint
+
+
+def test_chips_cropped_from_manifest_boxes(run, synthetic, tmp_path):
+    report = evaluation.main(["--checkpoint", str(run), "--data", str(synthetic["scenes"]),
+                              "--tasks", "zero-shot", "linear-probe", "--baselines", "--out", str(tmp_path)])
+    categories = {box[4] for entry in data.read_manifest(synthetic["scenes"]) for box in entry["boxes"]}
+    assert set(report["zero_shot"]["per_class"]) == categories  # one class per box category
+
+
+def test_feature_throughput_is_measured(run):
+    model, _, _ = evaluation.load_checkpoint(run)
+    assert evaluation.feature_throughput(model, n=16, batch_size=8) > 0
+
+
+def test_zero_shot_on_ones_own_image(run, synthetic, capsys):
+    image = next((synthetic["chips"] / "ship").iterdir())
+    probabilities = evaluation.main(["zero-shot", "--checkpoint", str(run), "--image", str(image),
+                                     "--labels", "ship, aircraft,bridge"])
+    assert list(probabilities) == ["ship", "aircraft", "bridge"]
+    assert sum(probabilities.values()) == pytest.approx(1)
+    assert "ship" in capsys.readouterr().out
+
+
+def test_anyreader_checkpoint_reads_images_through_its_tiles(synthetic, tmp_path):
+    ckpt, _ = save_run(tmp_path / "run", synthetic, anyreader=True, max_tiles=4)
+    model, tokenizer, info = evaluation.load_checkpoint(ckpt)
+    assert info["reader"].fusion.gate.item() == 0.5  # the trained fusion, not a fresh one
+    entries = evaluation.held_out_entries([synthetic["scenes"]])
+    through_tiles = evaluation.encode_images(model, [e["image"] for e in entries], info["reader"])
+    resized = evaluation.encode_images(model, [e["image"] for e in entries])
+    assert through_tiles.shape == resized.shape and not torch.allclose(through_tiles, resized)
+    report = evaluation.main(["--checkpoint", str(ckpt), "--data", str(synthetic["scenes"]),
+                              "--counting", str(synthetic["count"]), "--tasks", "retrieval", "counting"])
+    assert set(report["baselines"]["untrained"]) == {"retrieval", "counting"}
+
+
+def test_mstar_chips_zero_and_few_shot(run, shared, tmp_path):
+    names = tmp_path / "classes.txt"
+    names.write_text("T72 T72 tank\nT62 T62 tank\nD7 D7 bulldozer\n")
+    report = evaluation.main(["--checkpoint", str(run), "--chips", str(shared / "sar/mstar_chips_17deg"),
+                              "--class-names", str(names), "--max-per-class", "10", "--tasks", "zero-shot",
+                              "few-shot", "--baselines", "--out", str(tmp_path)])
+    assert len(report["zero_shot"]["per_class"]) == 10 and "T72 tank" in report["zero_shot"]["per_class"]
+    assert report["zero_shot"]["chance"] == 10
+    assert report["few_shot"]["8"] is not None and report["few_shot"]["16"] is None  # 10 training chips a class
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_anyreader_checkpoint_without_its_weights_is_refused(synthetic, tmp_path):
+    ckpt, model = save_run(tmp_path, synthetic)
+    saved = torch.load(ckpt, weights_only=True)
+    saved["args"]["anyreader"] = True  # says AnyReader read the images, but holds no 'anyreader.' weights
+    torch.save(saved, ckpt)
+    with pytest.raises(ValueError, match="AnyReader"):
+        evaluation.load_checkpoint(ckpt)
+
+
+def test_checkpoint_without_tokenizer_is_refused(run, tmp_path):
+    ckpt = torch.load(run, weights_only=True)
+    del ckpt["tokenizer"]
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    with pytest.raises(ValueError, match="names no tokenizer"):
+        evaluation.load_checkpoint(tmp_path / "ckpt.pt")
+
+
+def test_missing_tokenizer_file_is_named(run, tmp_path):
+    torch.save(torch.load(run, weights_only=True), tmp_path / "ckpt.pt")  # tokenizer.json left behind
+    with pytest.raises(FileNotFoundError, match="tokenizer.json is missing"):
+        evaluation.load_checkpoint(tmp_path / "ckpt.pt")
+
+
+def test_empty_class_folder_is_named(tmp_path, synthetic):
+    for name in ("ship", "tank"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "ship" / "a.png").write_bytes((synthetic["chips"] / "ship" / "00000.png").read_bytes())
+    with pytest.raises(ValueError, match="tank: class folder has no images"):
+        evaluation.read_chip_folder(tmp_path)
+
+
+def test_separate_train_and_test_chip_folders(tmp_path, synthetic):
+    for split, classes in (("train", ("ship", "tank")), ("test", ("ship",))):
+        for name in classes:
+            shutil.copytree(synthetic["chips"] / name, tmp_path / split / name)
+    train, train_labels, test, test_labels, phrases = evaluation.folder_chips(tmp_path / "train", tmp_path / "test")
+    assert phrases == ["ship", "tank"] and len(train) == 20 and train_labels.tolist() == [0] * 10 + [1] * 10
+    assert len(test) == 10 and test_labels.tolist() == [0] * 10  # the test set's ship is the training set's class 0
+    shutil.copytree(synthetic["chips"] / "car", tmp_path / "test" / "car")
+    with pytest.raises(ValueError, match=r"classes \['car'\] have no training folder"):
+        evaluation.folder_chips(tmp_path / "train", tmp_path / "test")
+
+
+def test_label_that_tokenizes_to_nothing_is_named(run):
+    model, tokenizer, _ = evaluation.load_checkpoint(run)
+    with pytest.raises(ValueError, match="label ' ' tokenizes to nothing"):
+        evaluation.zero_shot_classifier(model, tokenizer, ["ship", " "])
+
+
+def test_empty_label_on_the_command_line(run, synthetic):
+    image = next((synthetic["chips"] / "ship").iterdir())
+    with pytest.raises(ValueError, match="non-empty names"):
+        evaluation.main(["zero-shot", "--checkpoint", str(run), "--image", str(image), "--labels", "ship,,bridge"])
+
+
+def test_unreadable_image_is_named(run, tmp_path):
+    bad = tmp_path / "scene.tif"
+    bad.write_text("not an image")
+    with pytest.raises(ValueError, match="scene.tif"):
+        evaluation.main(["zero-shot", "--checkpoint", str(run), "--image", str(bad), "--labels", "ship,aircraft"])

@@ -1,0 +1,141 @@
+"""train.py: a short run end to end, exact resume after SIGKILL, two ranks = one, the NaN guard, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import data
+import train
+
+ROOT = train.Path(train.__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """A small synthetic SAR set: about 100 training and 10 held-out scenes."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    return str(data.make_synthetic(folder, seed=1, n_scenes=120, chips_per_class=1, images_per_count=1)["scenes"])
+
+
+def small_run(manifest, out, *extra):
+    return ["--data", manifest, "--out", str(out), "--batch-size", "8", "--steps", "6", "--warmup", "2",
+            "--eval-every", "4", "--save-every", "2", "--log-every", "0", *extra]
+
+
+def run_script(args, env=None):
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_short_run_writes_checkpoint_metrics_and_curves(manifest, tmp_path):
+    assert train.main(small_run(manifest, tmp_path)) == 6
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    final = rows[-1]
+    assert final["final"] and final["step"] == 6
+    assert 0 <= final["mean_recall"] <= 100 and 0 < final["chance_mean_recall"] < 100
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert any("mean_recall" in r and not r.get("final") for r in rows)  # the step-4 evaluation
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ckpt["step"] == 6 and ckpt["tokenizer"] == "tokenizer.json" and ckpt["args"]["batch_size"] == 8
+    assert (tmp_path / "tokenizer.json").is_file() and (tmp_path / "curves.png").stat().st_size > 10_000
+    assert not any(k.startswith("anyreader.") for k in ckpt["model"])
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine():
+    lrs = [train.learning_rate(step, total=10, warmup=2, peak=1.0) for step in range(10)]
+    assert lrs[:3] == [0.5, 1.0, 1.0]
+    assert lrs[6] == pytest.approx(0.5)  # half-way through the cosine: (6 - 2) / 8
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+
+
+def test_weight_decay_spares_gains_biases_embeddings_and_the_temperature():
+    model = train.CLIP(train.CLIPConfig(**train.SIZES["tiny"]))
+    decay, no_decay = train.parameter_groups(model, 0.2)
+    names = {id(p): n for n, p in model.named_parameters()}
+    exempt = {names[id(p)] for p in no_decay["params"]}
+    assert {"logit_scale", "token_embedding.weight", "positional_embedding", "visual.positional_embedding",
+            "visual.class_embedding", "ln_final.weight", "transformer.resblocks.0.attn.in_proj_bias"} <= exempt
+    assert {names[id(p)] for p in decay["params"]} >= {"visual.conv1.weight", "text_projection", "visual.proj"}
+
+
+def test_resume_after_sigkill_ends_with_the_same_weights(manifest, tmp_path):
+    straight = run_script(small_run(manifest, tmp_path / "straight"))
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+
+    killed = run_script(small_run(manifest, tmp_path / "killed"))
+    ckpt = tmp_path / "killed" / "ckpt.pt"
+    deadline = time.time() + 300
+    while not (ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 2):
+        assert killed.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    stopped_at = torch.load(ckpt, weights_only=True)["step"]
+    assert stopped_at < 6, "killed too late to test anything"
+
+    train.main(small_run(manifest, tmp_path / "killed", "--resume", str(ckpt)))
+    a = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True)
+    b = torch.load(ckpt, weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "killed" / "metrics.jsonl")]
+    assert steps == [json.loads(line)["step"] for line in open(tmp_path / "straight" / "metrics.jsonl")]
+
+
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(manifest, tmp_path):
+    args = small_run(manifest, tmp_path / "one", "--steps", "3")
+    one = run_script(args)
+    assert one.wait(timeout=300) == 0, one.stdout.read()
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(ROOT / "train.py"), *small_run(manifest, tmp_path / "two", "--steps", "3")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stdout + two.stderr
+    a = torch.load(tmp_path / "one" / "ckpt.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "two" / "ckpt.pt", weights_only=True)["model"]
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=2e-5, rtol=1e-4, msg=key)
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(manifest, tmp_path, monkeypatch):
+    real_loss, calls = train.clip_loss, []
+
+    def loss_that_breaks_at_step_4(*args):
+        calls.append(1)
+        loss = real_loss(*args)
+        return loss * float("nan") if len(calls) == 4 else loss
+
+    monkeypatch.setattr(train, "clip_loss", loss_that_breaks_at_step_4)
+    with pytest.raises(SystemExit, match=r"step 3: the loss is nan; training stopped.*ckpt\.pt"):
+        train.main(small_run(manifest, tmp_path))
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["step"] == 2
+
+
+def test_bad_input_is_named_before_any_training_step(manifest, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"image": "a.png"\n')
+    with pytest.raises(SystemExit, match=r"broken\.jsonl, line 1"):
+        train.main(small_run(str(broken), tmp_path / "a"))
+
+    entry = json.loads(open(manifest).readline())
+    entry["image"] = str(tmp_path / "gone.png")
+    lonely = tmp_path / "lonely.jsonl"
+    lonely.write_text(json.dumps(entry) + "\n")
+    with pytest.raises(SystemExit, match=r"1 of 1 images .* are missing, e\.g\. .*gone\.png"):
+        train.main(small_run(str(lonely), tmp_path / "b"))
+
+    (tmp_path / "not_clip.pt").write_bytes(b"garbage")
+    with pytest.raises(SystemExit, match=r"--init: .*not_clip\.pt: not a readable PyTorch checkpoint"):
+        train.main(small_run(manifest, tmp_path / "c", "--init", str(tmp_path / "not_clip.pt"),
+                             "--tokenizer-bpe", "unused"))
+
+    train.main(small_run(manifest, tmp_path / "d", "--steps", "2"))
+    with pytest.raises(SystemExit, match=r"different run: --batch-size 8 there, 16 here"):
+        train.main(small_run(manifest, tmp_path / "e", "--steps", "2", "--batch-size", "16",
+                             "--resume", str(tmp_path / "d" / "ckpt.pt")))

@@ -1,0 +1,365 @@
+"""Train SARCLIP: `python train.py --size tiny` (a 2-core CPU, minutes) up to ViT-L/14 on many GPUs.
+
+Read top to bottom: arguments, the pieces the loop needs (learning-rate schedule, weight-decay groups,
+feature gathering across ranks, checkpoints), then `main`: data, model, optimiser, one loop, retrieval.
+Multi-GPU: `torchrun --nproc_per_node 8 train.py --size b16 --data mmsar.jsonl ...`.
+"""
+import argparse
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data
+import eval as evaluation
+from anyreader import AnyReader, largest_useful_side
+from sarclip import CLIP, SIZES, CLIPConfig, Tokenizer, clip_loss, load_clip, load_weights
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", default="tiny", choices=list(SIZES), help="model preset from sarclip.SIZES")
+    p.add_argument("--data", nargs="+", default=[], help="MMSAR manifests (data.py build); default: synthetic SAR")
+    p.add_argument("--init", default="scratch", help="'scratch' or an OpenAI CLIP checkpoint to start from")
+    p.add_argument("--tokenizer-bpe", help="CLIP's bpe_simple_vocab_16e6.txt.gz, needed with --init PATH")
+    p.add_argument("--steps", type=int, default=600, help="optimiser steps (overridden by --epochs)")
+    p.add_argument("--epochs", type=float, help="train for this many passes over the data instead")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch, split over the ranks")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
+    p.add_argument("--wd", type=float, default=0.2, help="AdamW weight decay on matrices")
+    p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--anyreader", action="store_true", help="read images at any size through AnyReader")
+    p.add_argument("--max-tiles", type=int, default=4, help="AnyReader's tile budget per image")
+    p.add_argument("--captions", default="diverse", choices=["diverse", "simple"], help="D2C caption style")
+    p.add_argument("--dedup-targets", action=argparse.BooleanOptionalAction, default=True,
+                   help="a caption also true of another image in the batch is a positive for it too")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes per rank")
+    p.add_argument("--eval-every", type=int, default=200, help="retrieval on the held-out split every N steps")
+    p.add_argument("--save-every", type=int, default=100, help="write the checkpoint every N steps")
+    p.add_argument("--log-every", type=float, default=5.0, help="seconds between progress lines")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--resume", help="a ckpt.pt to continue from, exactly where it stopped")
+    p.add_argument("--out", default="out", help="folder for ckpt.pt, tokenizer.json, metrics.jsonl, curves.png")
+    return p.parse_args(argv)
+
+
+def learning_rate(step, total, warmup, peak):
+    """Linear warm-up to the peak, then a cosine down to zero (CLIP's schedule)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def parameter_groups(model, weight_decay):
+    """Decay matrices only: gains, biases, embeddings and the logit scale are exempt, as in CLIP."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        exempt = p.ndim < 2 or "embedding" in name or "logit_scale" in name
+        (no_decay if exempt else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def gather(features):
+    """All ranks' features, concatenated, with gradients flowing back to each rank's own part.
+
+    Every rank then sees the global batch of negatives, as one big batch on one device would. The
+    gather's backward sums the (identical) global-loss gradients of all ranks, and DDP averages them,
+    so each parameter receives exactly the single-device gradient.
+    """
+    if not dist.is_initialized():
+        return features
+    return torch.cat(dist_fn.all_gather(features))
+
+
+def positives_matrix(drawn, caption_sets):
+    """[B images, B captions]: caption j is a right answer for image i if D2C wrote it for image i.
+
+    Why not just "equal drawn captions"? Two images that drew the same sentence give two identical
+    text embeddings; the plain loss already cannot tell them apart, so marking them changes nothing.
+    What the plain loss gets wrong is a caption drawn for one image that is just as true of another.
+    """
+    return torch.tensor([[caption in captions for caption in drawn] for captions in caption_sets])
+
+
+def save_checkpoint(path, state):
+    """Write to a temporary file, then rename: a crash mid-write never leaves a broken checkpoint."""
+    tmp = Path(f"{path}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+# A resumed run must be the same run: these arguments shape the data, the model or the schedule.
+RESUME_MUST_MATCH = ("size", "data", "init", "batch_size", "lr", "wd", "warmup", "anyreader", "max_tiles",
+                     "captions", "dedup_targets", "seed", "steps", "epochs", "precision")
+
+
+def read_resume(path, args):
+    """The checkpoint to continue from, checked against this run's arguments before any work."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SystemExit(f"--resume {path}: cannot read the checkpoint ({type(e).__name__}: {e})")
+    missing = [k for k in ("model", "optimizer", "scaler", "step", "rng", "config", "tokenizer", "args") if k not in ckpt]
+    if missing:
+        raise SystemExit(f"--resume {path}: not a train.py checkpoint (no {', '.join(missing)})")
+    differ = [f"--{k.replace('_', '-')} {ckpt['args'].get(k)!r} there, {getattr(args, k)!r} here"
+              for k in RESUME_MUST_MATCH if ckpt["args"].get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(f"--resume {path}: the checkpoint comes from a different run: " + "; ".join(differ))
+    if not (Path(path).parent / ckpt["tokenizer"]).is_file():
+        raise SystemExit(f"--resume {path}: its tokenizer {Path(path).parent / ckpt['tokenizer']} is missing")
+    return ckpt
+
+
+class Trainee(nn.Module):
+    """What the optimiser trains: CLIP, plus AnyReader's fusion when AnyReader reads the images."""
+
+    def __init__(self, clip, reader=None):
+        super().__init__()
+        self.clip, self.reader = clip, reader
+
+    def forward(self, images, tokens):
+        image = self.reader(images) if self.reader is not None else self.clip.encode_image(images)
+        text = self.clip.encode_text(tokens)
+        return F.normalize(image, dim=-1), F.normalize(text, dim=-1), self.clip.logit_scale.exp()
+
+    def checkpoint_state(self):
+        """OpenAI-layout CLIP keys, plus AnyReader's own under the prefix 'anyreader.'."""
+        state = self.clip.state_dict()
+        return {**state, **self.reader.fusion_state_dict()} if self.reader is not None else state
+
+
+def setup_distributed():
+    """torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; a plain `python train.py` is one rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def epoch_batches(n_items, batch_size, seed, epoch):
+    """The global batches of one epoch: a shuffle fixed by (seed, epoch), so a resumed run sees the same."""
+    order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return [order[i:i + batch_size] for i in range(0, n_items - batch_size + 1, batch_size)]
+
+
+def read_entries(manifests):
+    """All manifest entries; a missing image stops the run here, before any training step."""
+    try:
+        entries = [e for path in manifests for e in data.read_manifest(path)]
+    except (OSError, data.SARDataError) as e:  # the message names the file (and the line)
+        raise SystemExit(f"cannot read the data: {e}") from None
+    missing = [e["image"] for e in entries if not Path(e["image"]).is_file()]
+    if missing:
+        raise SystemExit(f"{len(missing)} of {len(entries)} images named in {', '.join(map(str, manifests))} "
+                         f"are missing, e.g. {', '.join(missing[:3])}")
+    return entries
+
+
+def build_model(args, train_captions, resume):
+    """(model, tokenizer): from a resumed checkpoint, from OpenAI weights, or from scratch."""
+    if resume is not None:
+        cfg = CLIPConfig(**resume["config"])
+        tokenizer = Tokenizer.load(Path(args.resume).parent / resume["tokenizer"])
+        return load_weights(CLIP(cfg), {k: v for k, v in resume["model"].items() if not k.startswith("anyreader.")},
+                            args.resume), tokenizer
+    if args.init != "scratch":  # SAR is single-channel: conv1 is summed over RGB, exactly
+        if not args.tokenizer_bpe:
+            raise SystemExit("--init PATH needs --tokenizer-bpe (CLIP's bpe_simple_vocab_16e6.txt.gz)")
+        try:
+            model = load_clip(args.init, in_channels=1)
+        except (OSError, ValueError) as e:  # the message names the file and what does not fit
+            raise SystemExit(f"--init: {e}") from None
+        return model, Tokenizer.from_clip_bpe(args.tokenizer_bpe, model.cfg.context_length)
+    cfg = CLIPConfig(**{**SIZES[args.size], "in_channels": 1})
+    tokenizer = Tokenizer.train(train_captions, cfg.vocab_size, cfg.context_length)
+    cfg.vocab_size = tokenizer.vocab_size  # a small corpus can run out of merges first
+    return CLIP(cfg), tokenizer
+
+
+def log_line(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def plot_curves(metrics_path, png_path):
+    """Loss and held-out mean recall against step, from metrics.jsonl."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [json.loads(line) for line in open(metrics_path)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    losses = [r for r in rows if "loss" in r]
+    left.plot([r["step"] for r in losses], [r["loss"] for r in losses])
+    left.set(title="training loss", xlabel="step", ylabel="contrastive loss")
+    recalls = [r for r in rows if "mean_recall" in r]
+    right.plot([r["step"] for r in recalls], [r["mean_recall"] for r in recalls], "o-", label="model")
+    right.plot([r["step"] for r in recalls], [r["chance_mean_recall"] for r in recalls], "--", label="chance")
+    right.set(title="held-out retrieval", xlabel="step", ylabel="mean recall (%)")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rank, world, device = setup_distributed()
+    master = rank == 0
+    if args.batch_size % world:
+        raise SystemExit(f"--batch-size {args.batch_size} must divide evenly over {world} ranks")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, metrics_path = out / "ckpt.pt", out / "metrics.jsonl"
+    resume = read_resume(args.resume, args) if args.resume else None
+
+    # ---- data: MMSAR manifests, or the synthetic SAR default made once and cached
+    if not args.data and master:
+        data.make_synthetic(data.DEFAULT_SYNTHETIC)  # about 25 s the first time, then cached
+    if world > 1:
+        dist.barrier()  # the other ranks wait for rank 0 to write it
+    manifests = args.data or [data.make_synthetic(data.DEFAULT_SYNTHETIC)["scenes"]]
+    entries = read_entries(manifests)
+    train_entries = [e for e in entries if e["split"] == "train"]
+    val_entries = [e for e in entries if e["split"] == "val"]
+    if not train_entries or not val_entries:
+        raise SystemExit(f"{', '.join(map(str, manifests))}: need both 'train' and 'val' images, "
+                         f"found {len(train_entries)} and {len(val_entries)}")
+
+    # ---- model, tokenizer, optimiser
+    torch.manual_seed(args.seed)  # every rank builds the same initial weights
+    clip, tokenizer = build_model(args, [c for e in train_entries for c in e["captions"]], resume)
+    reader = AnyReader(clip, max_tiles=args.max_tiles) if args.anyreader else None
+    if reader is not None and resume is not None:
+        reader.load_fusion_state_dict(resume["model"])
+    trainee = Trainee(clip, reader).to(device)
+    optimizer = torch.optim.AdamW(parameter_groups(trainee, args.wd), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
+    scaler = torch.amp.GradScaler(enabled=args.precision == "fp16")
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scaler.load_state_dict(resume["scaler"])
+        torch.set_rng_state(resume["rng"])
+    model = torch.compile(trainee) if args.compile else trainee
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    autocast = nullcontext() if args.precision == "fp32" else torch.autocast(
+        device.type, dtype=torch.bfloat16 if args.precision == "bf16" else torch.float16)
+
+    dataset = data.ManifestDataset(manifests, tokenizer, image_size=None if args.anyreader else clip.cfg.image_size,
+                                   channels=clip.cfg.in_channels, split="train", seed=args.seed,
+                                   simple=args.captions == "simple", return_index=True,
+                                   max_side=largest_useful_side(clip.cfg.image_size, args.max_tiles) if args.anyreader else None)
+    steps_per_epoch = len(dataset) // args.batch_size
+    if steps_per_epoch == 0:
+        raise SystemExit(f"{len(dataset)} training images are fewer than one batch of {args.batch_size}")
+    total = round(args.epochs * steps_per_epoch) if args.epochs else args.steps
+    step = resume["step"] if resume is not None else 0
+    if master:
+        n_params = sum(p.numel() for p in trainee.parameters())
+        print(f"{len(train_entries)} training / {len(val_entries)} held-out images from {', '.join(map(str, manifests))}")
+        print(f"model {args.size if args.init == 'scratch' else args.init}: {n_params / 1e6:.1f}M parameters, "
+              f"{world} rank(s) on {device.type}, {total} steps of {args.batch_size}, starting at step {step}")
+        tokenizer.save(out / "tokenizer.json")
+        if resume is None:
+            metrics_path.unlink(missing_ok=True)
+        else:  # drop lines a killed run logged after its last checkpoint
+            keep = [line for line in open(metrics_path) if json.loads(line)["step"] <= step] if metrics_path.exists() else []
+            metrics_path.write_text("".join(keep))
+
+    def evaluate():
+        trainee.eval()
+        with torch.no_grad(), autocast:
+            result = evaluation.retrieval(clip, tokenizer, val_entries, reader=reader)
+        trainee.train()
+        return result
+
+    def checkpoint():
+        save_checkpoint(ckpt_path, {
+            "model": trainee.checkpoint_state(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "step": step, "rng": torch.get_rng_state(), "config": asdict(clip.cfg), "tokenizer": "tokenizer.json",
+            "schedule": {"total": total, "warmup": args.warmup, "peak_lr": args.lr}, "args": vars(args)})
+
+    # ---- the loop
+    trainee.train()
+    started, last_log, seen = time.time(), 0.0, 0
+    while step < total:
+        epoch, offset = divmod(step, steps_per_epoch)
+        dataset.set_epoch(epoch)
+        global_batches = epoch_batches(len(dataset), args.batch_size, args.seed, epoch)[offset:]
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=[batch[rank::world] for batch in global_batches], num_workers=args.workers,
+            collate_fn=data.collate_keep_size if args.anyreader else None)
+        for batch, (images, tokens, _) in zip(global_batches, loader):
+            lr = learning_rate(step, total, args.warmup, args.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = [im.to(device) for im in images] if args.anyreader else images.to(device)
+            with autocast:
+                image_features, text_features, scale = model(images, tokens.to(device))
+                image_features, text_features = gather(image_features.float()), gather(text_features.float())
+                positives = None
+                if args.dedup_targets:  # in the gathered order: rank 0's part of the batch, then rank 1's, ...
+                    ordered = [i for r in range(world) for i in batch[r::world]]
+                    positives = positives_matrix([dataset.caption(i) for i in ordered],
+                                                 [dataset.entries[i]["captions"] for i in ordered]).to(device)
+                loss = clip_loss(image_features, text_features, scale.float(), positives)
+            if not torch.isfinite(loss):
+                raise SystemExit(f"step {step}: the loss is {loss.item()}; training stopped. The last good checkpoint "
+                                 f"({ckpt_path}) is kept: resume from it with a lower --lr or --precision fp32.")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            with torch.no_grad():  # CLIP's guard: a temperature below 1/100 makes training unstable
+                clip.logit_scale.clamp_(0, math.log(100))
+            step, seen = step + 1, seen + args.batch_size
+
+            now = time.time()
+            if master and (now - last_log >= args.log_every or step == total):
+                rate = seen / (now - started)
+                print(f"step {step}/{total}  loss {loss.item():.4f}  lr {lr:.2e}  logit scale {clip.logit_scale.exp().item():.1f}"
+                      f"  {rate:.0f} images/s  ETA {(total - step) * args.batch_size / rate / 60:.1f} min", flush=True)
+                log_line(metrics_path, {"step": step, "loss": loss.item(), "lr": lr, "logit_scale": clip.logit_scale.exp().item(),
+                                        "images_per_s": rate})
+                last_log = now
+            if master and step % args.eval_every == 0 and step < total:
+                result = evaluate()
+                print(f"step {step}: held-out mean recall {result['mean_recall']:.1f}% (chance {result['chance_mean_recall']:.1f}%)")
+                log_line(metrics_path, {"step": step, **result})
+            if master and (step % args.save_every == 0 or step == total):
+                checkpoint()
+            if step >= total:
+                break
+
+    # ---- the end: retrieval on the held-out split, the curves
+    if master:
+        result = evaluate()
+        log_line(metrics_path, {"step": step, "final": True, **result})
+        plot_curves(metrics_path, out / "curves.png")
+        print(f"held-out retrieval after {step} steps: mean recall {result['mean_recall']:.1f}% "
+              f"(chance {result['chance_mean_recall']:.1f}%); "
+              + ", ".join(f"{k} {v:.1f}" for k, v in result.items() if k.startswith(("i2t", "t2i"))))
+        print(f"wrote {ckpt_path}, {out / 'tokenizer.json'}, {metrics_path}, {out / 'curves.png'}")
+    if world > 1:
+        dist.destroy_process_group()
+    return step
+
+
+if __name__ == "__main__":
+    main()
