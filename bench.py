@@ -72,6 +72,39 @@ def bench_loading(n_images=512, workers=(0, 1)):
         print(f"loading     {n_images / (time.perf_counter() - start):,.0f} images/s at 64 px, {n_workers} workers")
 
 
+def bench_eval(checkpoint=None):
+    """Feature extraction images/s and the wall time of all five evaluations (+ the untrained baseline).
+
+    Uses `--checkpoint` out/ckpt.pt from `python train.py --size tiny` when it exists, else a fresh tiny model
+    saved the way train.py saves one (the timing does not depend on what the weights learned).
+    """
+    import tempfile
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import data
+    import eval as evaluation
+    from sarclip import Tokenizer
+    manifest = data.make_synthetic(data.DEFAULT_SYNTHETIC)["scenes"]
+    folder = Path(tempfile.mkdtemp())
+    checkpoint = Path(checkpoint or "out/ckpt.pt")
+    if not checkpoint.is_file():
+        cfg = CLIPConfig(**{**SIZES["tiny"], "in_channels": 1})
+        tokenizer = Tokenizer.train([c for e in data.read_manifest(manifest) for c in e["captions"]],
+                                    cfg.vocab_size, cfg.context_length)
+        cfg.vocab_size = tokenizer.vocab_size
+        tokenizer.save(folder / "tokenizer.json")
+        torch.save({"model": CLIP(cfg).state_dict(), "config": asdict(cfg), "tokenizer": "tokenizer.json",
+                    "args": {"init": "scratch", "anyreader": False, "max_tiles": 4, "data": [], "seed": 0}},
+                   folder / "ckpt.pt")
+        checkpoint = folder / "ckpt.pt"
+    model, _, _ = evaluation.load_checkpoint(checkpoint)
+    print(f"eval        features: {evaluation.feature_throughput(model.eval()):,.0f} images/s (tiny, 64 px, batch 64)")
+    start = time.perf_counter()
+    evaluation.main(["--checkpoint", str(checkpoint), "--out", str(folder / "eval")])
+    print(f"eval        five tasks + untrained baseline on the synthetic set: {time.perf_counter() - start:.1f} s")
+
+
 # AnyReader's cost: one square image per side, each measurement in a fresh process (see anyreader_cell).
 ANYREADER_SIDES = (224, 512, 1024, 2048, 4096, 8192)
 ANYREADER_METHODS = ("plain resize", "AnyReader", "full-res ViT")
@@ -168,7 +201,8 @@ def plot_anyreader_cost(cells, sides, path):
     plt.close(fig)
 
 
-SECTIONS = {"train_step": bench_train_step, "d2c": bench_d2c, "loading": bench_loading, "anyreader": bench_anyreader}
+SECTIONS = {"train_step": bench_train_step, "d2c": bench_d2c, "loading": bench_loading, "eval": bench_eval,
+            "anyreader": bench_anyreader}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or SECTIONS:

@@ -83,7 +83,7 @@ def gather(features):
     return torch.cat(dist_fn.all_gather(features))
 
 
-def positives_matrix(drawn, caption_sets):
+def batch_positives(drawn, caption_sets):
     """[B images, B captions]: caption j is a right answer for image i if D2C wrote it for image i.
 
     Why not just "equal drawn captions"? Two images that drew the same sentence give two identical
@@ -231,7 +231,9 @@ def main(argv=None):
 
     # ---- data: MMSAR manifests, or the synthetic SAR default made once and cached
     if not args.data and master:
-        data.make_synthetic(data.DEFAULT_SYNTHETIC)  # about 25 s the first time, then cached
+        if not (data.DEFAULT_SYNTHETIC / "synthetic.json").is_file():
+            print(f"writing the synthetic SAR set to {data.DEFAULT_SYNTHETIC} (once, about 25 s)", flush=True)
+        data.make_synthetic(data.DEFAULT_SYNTHETIC)  # cached: instant after the first time
     if world > 1:
         dist.barrier()  # the other ranks wait for rank 0 to write it
     manifests = args.data or [data.make_synthetic(data.DEFAULT_SYNTHETIC)["scenes"]]
@@ -255,9 +257,11 @@ def main(argv=None):
         optimizer.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume["scaler"])
         torch.set_rng_state(resume["rng"])
-    model = torch.compile(trainee) if args.compile else trainee
+    model = trainee
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(trainee, device_ids=[device] if device.type == "cuda" else None)
+    if args.compile:
+        model = torch.compile(model)
     autocast = nullcontext() if args.precision == "fp32" else torch.autocast(
         device.type, dtype=torch.bfloat16 if args.precision == "bf16" else torch.float16)
 
@@ -316,7 +320,7 @@ def main(argv=None):
                 positives = None
                 if args.dedup_targets:  # in the gathered order: rank 0's part of the batch, then rank 1's, ...
                     ordered = [i for r in range(world) for i in batch[r::world]]
-                    positives = positives_matrix([dataset.caption(i) for i in ordered],
+                    positives = batch_positives([dataset.caption(i) for i in ordered],
                                                  [dataset.entries[i]["captions"] for i in ordered]).to(device)
                 loss = clip_loss(image_features, text_features, scale.float(), positives)
             if not torch.isfinite(loss):

@@ -139,3 +139,13 @@ def test_bad_input_is_named_before_any_training_step(manifest, tmp_path):
     with pytest.raises(SystemExit, match=r"different run: --batch-size 8 there, 16 here"):
         train.main(small_run(manifest, tmp_path / "e", "--steps", "2", "--batch-size", "16",
                              "--resume", str(tmp_path / "d" / "ckpt.pt")))
+
+
+def test_anyreader_run_keeps_clip_keys_and_saves_its_fusion_under_its_own_prefix(manifest, tmp_path):
+    train.main(small_run(manifest, tmp_path, "--steps", "2", "--anyreader", "--max-tiles", "4"))
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)["model"]
+    fusion = {k for k in state if k.startswith("anyreader.")}
+    assert fusion and "anyreader.gate" in fusion
+    clip = train.load_clip(tmp_path / "ckpt.pt")  # the OpenAI-layout keys load on their own
+    assert set(clip.state_dict()) == set(state) - fusion
+    assert state["anyreader.gate"].abs().item() > 0  # the gate left zero: the tiles now count
