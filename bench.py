@@ -20,25 +20,57 @@ def timed(step, warmup=3, repeats=10):
     return (time.perf_counter() - start) / repeats
 
 
-def bench_train_step(batch_size=64):
-    """A tiny-preset training step on the CPU: forward, symmetric loss, backward, AdamW."""
+def training_step(size, batch_size, device="cpu", dtype=None):
+    """A function doing one training step of preset `size` (forward, symmetric loss, backward, AdamW)."""
     torch.manual_seed(0)
-    cfg = CLIPConfig(**SIZES["tiny"])
-    model = CLIP(cfg)
+    cfg = CLIPConfig(**{**SIZES[size], "in_channels": 1})  # train.py's SAR models are single-channel
+    model = CLIP(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    images = torch.rand(batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
-    tokens = torch.randint(1, cfg.vocab_size - 2, (batch_size, cfg.context_length))
+    images = torch.rand(batch_size, 1, cfg.image_size, cfg.image_size, device=device)
+    tokens = torch.randint(1, cfg.vocab_size - 2, (batch_size, cfg.context_length), device=device)
     tokens[:, 20] = cfg.vocab_size - 1  # end-of-text
+    autocast = torch.autocast(device, dtype=dtype) if dtype else torch.autocast(device, enabled=False)
 
     def step():
-        loss = clip_loss(*model(images, tokens))
+        with autocast:
+            loss = clip_loss(*model(images, tokens))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return step, model
 
+
+def flops_per_pair(model):
+    """Training FLOPs for one image-caption pair: 6 per weight per token (forward 2, backward 4), plus
+    attention's T x T products (nanoGPT's estimate), summed over the two towers."""
+    cfg, total = model.cfg, 0
+    for tower, tokens, width, layers in ((model.visual, (cfg.image_size // cfg.patch_size) ** 2 + 1,
+                                          cfg.vision_width, cfg.vision_layers),
+                                         (model.transformer, cfg.context_length, cfg.text_width, cfg.text_layers)):
+        weights = sum(p.numel() for p in tower.parameters())
+        total += 6 * weights * tokens + 12 * layers * width * tokens ** 2
+    return total
+
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, from NVIDIA's data sheets
+
+
+def bench_train_step(batch_size=64):
+    """Tiny preset on the CPU; with a GPU also b16 in bf16, with its model FLOP utilisation (MFU)."""
+    step, _ = training_step("tiny", batch_size)
     seconds = timed(step)
-    print(f"train_step  tiny, batch {batch_size}, {torch.get_num_threads()} threads: "
+    print(f"train_step  tiny, batch {batch_size}, CPU, {torch.get_num_threads()} threads: "
           f"{1 / seconds:.2f} steps/s, {batch_size / seconds:.0f} images/s")
+    if not torch.cuda.is_available():
+        return print("train_step  b16 bf16: skipped, no GPU")
+    step, model = training_step("b16", 256, "cuda", torch.bfloat16)
+    seconds = timed(step)
+    name = torch.cuda.get_device_name()
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+    mfu = f", MFU {flops_per_pair(model) * 256 / seconds / peak:.0%}" if peak else " (peak FLOPs unknown)"
+    print(f"train_step  b16, batch 256, bf16, {name}: {256 / seconds:,.0f} images/s{mfu}")
 
 
 def bench_d2c(n_records=2000):
