@@ -184,9 +184,13 @@ def build_model(args, train_captions, resume):
             raise SystemExit("--init PATH needs --tokenizer-bpe (CLIP's bpe_simple_vocab_16e6.txt.gz)")
         try:
             model = load_clip(args.init, in_channels=1)
+            tokenizer = Tokenizer.from_clip_bpe(args.tokenizer_bpe, model.cfg.context_length)
         except (OSError, ValueError) as e:  # the message names the file and what does not fit
             raise SystemExit(f"--init: {e}") from None
-        return model, Tokenizer.from_clip_bpe(args.tokenizer_bpe, model.cfg.context_length)
+        if tokenizer.vocab_size != model.cfg.vocab_size:
+            raise SystemExit(f"--init {args.init}: its vocabulary has {model.cfg.vocab_size} ids, but "
+                             f"--tokenizer-bpe {args.tokenizer_bpe} gives {tokenizer.vocab_size}")
+        return model, tokenizer
     cfg = CLIPConfig(**{**SIZES[args.size], "in_channels": 1})
     tokenizer = Tokenizer.train(train_captions, cfg.vocab_size, cfg.context_length)
     cfg.vocab_size = tokenizer.vocab_size  # a small corpus can run out of merges first

@@ -149,3 +149,25 @@ def test_anyreader_run_keeps_clip_keys_and_saves_its_fusion_under_its_own_prefix
     clip = train.load_clip(tmp_path / "ckpt.pt")  # the OpenAI-layout keys load on their own
     assert set(clip.state_dict()) == set(state) - fusion
     assert state["anyreader.gate"].abs().item() > 0  # the gate left zero: the tiles now count
+
+
+def test_fine_tuning_starts_from_clip_weights_with_clip_vocabulary(manifest, tmp_path, shared):
+    torch.manual_seed(0)
+    cfg = train.CLIPConfig(embed_dim=32, image_size=32, patch_size=8, in_channels=3, vision_width=64, vision_layers=1,
+                           vision_heads=1, context_length=77, vocab_size=49408, text_width=64, text_layers=1,
+                           text_heads=1)  # an OpenAI-layout RGB checkpoint with CLIP's vocabulary
+    start = train.CLIP(cfg)
+    torch.save(start.state_dict(), tmp_path / "clip.pt")
+    bpe = str(shared / "clip" / "bpe_simple_vocab_16e6.txt.gz")
+    train.main(small_run(manifest, tmp_path / "run", "--steps", "2", "--init", str(tmp_path / "clip.pt"),
+                         "--tokenizer-bpe", bpe))
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert ckpt["config"]["in_channels"] == 1 and ckpt["config"]["vocab_size"] == 49408
+    summed = start.visual.conv1.weight.sum(dim=1, keepdim=True)  # RGB folded into one SAR channel
+    assert (ckpt["model"]["visual.conv1.weight"] - summed).abs().max() < 0.01  # moved by two small steps only
+    assert train.Tokenizer.load(tmp_path / "run" / "tokenizer.json")(["a ship"])[0, :4].tolist() == [49406, 320, 1158, 49407]
+
+    small_vocab = train.CLIP(train.CLIPConfig(**{**cfg.__dict__, "vocab_size": 500}))
+    torch.save(small_vocab.state_dict(), tmp_path / "small.pt")
+    with pytest.raises(SystemExit, match=r"--init .*small\.pt: its vocabulary has 500 ids, but --tokenizer-bpe .* gives 49408"):
+        train.main(small_run(manifest, tmp_path / "bad", "--init", str(tmp_path / "small.pt"), "--tokenizer-bpe", bpe))
