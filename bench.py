@@ -237,5 +237,8 @@ SECTIONS = {"train_step": bench_train_step, "d2c": bench_d2c, "loading": bench_l
             "anyreader": bench_anyreader}
 
 if __name__ == "__main__":
+    unknown = [name for name in sys.argv[1:] if name not in SECTIONS]
+    if unknown:
+        sys.exit(f"bench.py: unknown section {', '.join(unknown)}; the sections are {', '.join(SECTIONS)}")
     for name in sys.argv[1:] or SECTIONS:
         SECTIONS[name]()

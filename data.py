@@ -1082,7 +1082,9 @@ def main(argv=None):
     sarcount.add_argument("--split", choices=["train", "val", "test"], help="one split for all (default: kept)")
     args = parser.parse_args(argv)
     if args.command == "build":
-        build_manifest(args.source, args.out, args.captions, args.split)
+        stats = build_manifest(args.source, args.out, args.captions, args.split)
+        if not sum(stats["images"].values()):
+            raise SARDataError(f"{args.out}: no usable image in {', '.join(args.source)} (see the problems above)")
         return
     if args.command == "sarcount":
         kept = write_sarcount(args.manifest, args.out, args.split)
@@ -1098,4 +1100,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as error:  # bad input: one clear line naming the file, not a traceback
+        raise SystemExit(f"data.py: {error}")

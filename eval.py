@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import d2c
 import data
 from anyreader import AnyReader, largest_useful_side, resize
-from sarclip import CLIP, CLIPConfig, Tokenizer, load_clip
+from sarclip import CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, CLIPConfig, Tokenizer, load_clip
 
 # Zero-shot prompts: SAR words around the class name with its article ("a ship", "an aircraft", as D2C
 # writes them); their embeddings are averaged per class (prompt ensembling, as CLIP does), so no single
@@ -677,7 +677,8 @@ def init_model(path, info, tokenizer):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the starting CLIP checkpoint (--init) is not there; "
                                 "give its path with --init or leave the baseline out with --baselines untrained")
-    model = load_clip(path, in_channels=info["config"]["in_channels"]).eval()
+    model = load_clip(path, in_channels=info["config"]["in_channels"],  # as train.py --init loads it
+                      pixel_mean=OPENAI_PIXEL_MEAN, pixel_std=OPENAI_PIXEL_STD).eval()
     check_tokenizer(tokenizer, model.cfg, f"the tokenizer of {info['path']} against {path}")
     return model, None
 
@@ -797,5 +798,5 @@ def feature_throughput(model, reader=None, n=256, batch_size=64, side=None):
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, not a traceback
+    except (ValueError, OSError) as error:  # bad input: one clear line, not a traceback
         sys.exit(f"eval.py: {error}")

@@ -296,14 +296,42 @@ def load_weights(model, state_dict, name="checkpoint"):
     return model
 
 
-def load_clip(path_or_state_dict, in_channels=None) -> CLIP:
+# The per-channel pixel mean and std OpenAI's (and open_clip's) CLIP weights were trained with.
+OPENAI_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def fold_pixel_normalization(state_dict, mean, std):
+    """Make a checkpoint trained on (x - mean) / std read raw [0, 1] pixels x instead, exactly.
+
+    conv1 is linear and has no bias: conv1((x - m) / s) = conv1'(x) - b, with conv1' = W / s per input
+    channel and b = sum over (c, kh, kw) of W * m / s, one number per output channel, the same for every
+    patch. So b goes into the patch positions (not the class token's); bicubic interpolation of the
+    position grid keeps a constant, so other resolutions stay exact too.
+    """
+    conv = state_dict["visual.conv1.weight"]  # [width, C, patch, patch]
+    mean, std = torch.tensor(mean, dtype=conv.dtype), torch.tensor(std, dtype=conv.dtype)
+    shift = (conv * (mean / std)[None, :, None, None]).sum(dim=(1, 2, 3))  # [width]
+    positions = state_dict["visual.positional_embedding"].clone()
+    positions[1:] -= shift
+    return {**state_dict, "visual.conv1.weight": conv / std[None, :, None, None],
+            "visual.positional_embedding": positions}
+
+
+def load_clip(path_or_state_dict, in_channels=None, pixel_mean=None, pixel_std=None) -> CLIP:
     """Build a CLIP whose config is read off the checkpoint, and load its weights.
 
     in_channels=1 turns an RGB checkpoint into a single-channel one by summing conv1 over R, G, B:
     a gray image repeated on three channels gives exactly the same patch embeddings.
+    pixel_mean/pixel_std (e.g. OPENAI_PIXEL_MEAN/STD) fold an RGB checkpoint's input normalisation
+    into its weights first, so the model reads [0, 1] pixels as data.py gives them; a checkpoint with
+    another channel count (train.py's single-channel ones already read [0, 1]) is left as it is.
     """
     state_dict, config, name = read_checkpoint(path_or_state_dict)
     cfg = CLIPConfig(**config) if config else config_from_state_dict(state_dict, name)
+    conv = state_dict.get("visual.conv1.weight")
+    if pixel_mean is not None and conv is not None and conv.shape[1] == len(pixel_mean):
+        state_dict = fold_pixel_normalization(state_dict, pixel_mean, pixel_std)
     conv = state_dict.get("visual.conv1.weight")
     if in_channels and conv is not None and conv.shape[1] != in_channels:
         if in_channels == 1:
@@ -335,8 +363,9 @@ class Tokenizer:
         from tokenizers import processors
         self.tok, self.context_length = tokenizer, context_length
         start, end = tokenizer.token_to_id(START), tokenizer.token_to_id(END)
-        assert (start, end) == (tokenizer.get_vocab_size() - 2, tokenizer.get_vocab_size() - 1), \
-            "start- and end-of-text must be the two largest ids"
+        if (start, end) != (tokenizer.get_vocab_size() - 2, tokenizer.get_vocab_size() - 1):
+            raise ValueError(f"{START} and {END} must be the two largest ids, found {start} and {end} "
+                             f"in a vocabulary of {tokenizer.get_vocab_size()}")
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{START} $A {END}", special_tokens=[(START, start), (END, end)])
         tokenizer.enable_truncation(context_length)  # counts the two special tokens, so END survives
@@ -392,18 +421,18 @@ class Tokenizer:
     def vocab_size(self):
         return self.tok.get_vocab_size()
 
-    def __call__(self, texts, context_length=None):
+    def __call__(self, texts):
         if isinstance(texts, str):
             texts = [texts]
-        if context_length and context_length != self.context_length:
-            return Tokenizer(self.tok, context_length)(texts)
         # OpenAI unescapes HTML entities twice ('&amp;amp;' -> '&') before tokenising.
         encodings = self.tok.encode_batch([html.unescape(html.unescape(t)) for t in texts])
         return torch.tensor([e.ids for e in encodings], dtype=torch.long)
 
     def decode(self, tokens):
         """One row of ids back to text (special tokens and padding dropped)."""
-        ids = [i for i in tokens.tolist() if 0 < i < self.vocab_size - 2]
+        ids = tokens.tolist()
+        ids = ids[:ids.index(self.vocab_size - 1)] if self.vocab_size - 1 in ids else ids  # up to end-of-text
+        ids = [i for i in ids if i != self.vocab_size - 2]  # 0 is padding after end-of-text, but "!" before it
         return self.tok.decode(ids).strip()
 
     def save(self, path):

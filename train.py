@@ -10,6 +10,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 import data
 import eval as evaluation
 from anyreader import AnyReader, largest_useful_side
-from sarclip import CLIP, SIZES, CLIPConfig, Tokenizer, clip_loss, load_clip, load_weights
+from sarclip import (CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, SIZES, CLIPConfig, Tokenizer, clip_loss,
+                     load_clip)
 
 
 def parse_args(argv=None):
@@ -51,7 +53,13 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--resume", help="a ckpt.pt to continue from, exactly where it stopped")
     p.add_argument("--out", default="out", help="folder for ckpt.pt, tokenizer.json, metrics.jsonl, curves.png")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("steps", "batch_size", "eval_every", "save_every", "max_tiles"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.epochs is not None and args.epochs <= 0:
+        p.error("--epochs must be positive")
+    return args
 
 
 def learning_rate(step, total, warmup, peak):
@@ -63,10 +71,11 @@ def learning_rate(step, total, warmup, peak):
 
 
 def parameter_groups(model, weight_decay):
-    """Decay matrices only: gains, biases, embeddings and the logit scale are exempt, as in CLIP."""
+    """Decay matrices only: gains, biases, embeddings (AnyReader's tile positions too) and the logit
+    scale are exempt, as in CLIP."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        exempt = p.ndim < 2 or "embedding" in name or "logit_scale" in name
+        exempt = p.ndim < 2 or "embedding" in name or "position" in name or "logit_scale" in name
         (no_decay if exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -131,9 +140,10 @@ class Trainee(nn.Module):
         self.clip, self.reader = clip, reader
 
     def forward(self, images, tokens):
-        image = self.reader(images) if self.reader is not None else self.clip.encode_image(images)
-        text = self.clip.encode_text(tokens)
-        return F.normalize(image, dim=-1), F.normalize(text, dim=-1), self.clip.logit_scale.exp()
+        if self.reader is None:
+            return self.clip(images, tokens)
+        text = F.normalize(self.clip.encode_text(tokens), dim=-1)
+        return F.normalize(self.reader(images), dim=-1), text, self.clip.logit_scale.exp()
 
     def checkpoint_state(self):
         """OpenAI-layout CLIP keys, plus AnyReader's own under the prefix 'anyreader.'."""
@@ -146,7 +156,8 @@ def setup_distributed():
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # Rank 0 evaluates alone while the others wait in their next all_gather: allow for a long evaluation.
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=2))
     device = torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
@@ -174,16 +185,13 @@ def read_entries(manifests):
 
 def build_model(args, train_captions, resume):
     """(model, tokenizer): from a resumed checkpoint, from OpenAI weights, or from scratch."""
-    if resume is not None:
-        cfg = CLIPConfig(**resume["config"])
-        tokenizer = Tokenizer.load(Path(args.resume).parent / resume["tokenizer"])
-        return load_weights(CLIP(cfg), {k: v for k, v in resume["model"].items() if not k.startswith("anyreader.")},
-                            args.resume), tokenizer
-    if args.init != "scratch":  # SAR is single-channel: conv1 is summed over RGB, exactly
+    if resume is not None:  # load_clip reads the config and leaves AnyReader's keys to AnyReader
+        return load_clip(resume), Tokenizer.load(Path(args.resume).parent / resume["tokenizer"])
+    if args.init != "scratch":  # SAR is gray: conv1 summed over RGB, OpenAI's pixel normalisation folded in
         if not args.tokenizer_bpe:
             raise SystemExit("--init PATH needs --tokenizer-bpe (CLIP's bpe_simple_vocab_16e6.txt.gz)")
         try:
-            model = load_clip(args.init, in_channels=1)
+            model = load_clip(args.init, in_channels=1, pixel_mean=OPENAI_PIXEL_MEAN, pixel_std=OPENAI_PIXEL_STD)
             tokenizer = Tokenizer.from_clip_bpe(args.tokenizer_bpe, model.cfg.context_length)
         except (OSError, ValueError) as e:  # the message names the file and what does not fit
             raise SystemExit(f"--init: {e}") from None
@@ -234,12 +242,12 @@ def main(argv=None):
     resume = read_resume(args.resume, args) if args.resume else None
 
     # ---- data: MMSAR manifests, or the synthetic SAR default made once and cached
-    if not args.data and master:
+    if not args.data and int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one writer per machine
         if not (data.DEFAULT_SYNTHETIC / "synthetic.json").is_file():
             print(f"writing the synthetic SAR set to {data.DEFAULT_SYNTHETIC} (once, about 25 s)", flush=True)
         data.make_synthetic(data.DEFAULT_SYNTHETIC)  # cached: instant after the first time
     if world > 1:
-        dist.barrier()  # the other ranks wait for rank 0 to write it
+        dist.barrier()  # the other ranks wait for it to be written
     manifests = args.data or [data.make_synthetic(data.DEFAULT_SYNTHETIC)["scenes"]]
     entries = read_entries(manifests)
     train_entries = [e for e in entries if e["split"] == "train"]
@@ -256,7 +264,7 @@ def main(argv=None):
         reader.load_fusion_state_dict(resume["model"])
     trainee = Trainee(clip, reader).to(device)
     optimizer = torch.optim.AdamW(parameter_groups(trainee, args.wd), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
-    scaler = torch.amp.GradScaler(enabled=args.precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         scaler.load_state_dict(resume["scaler"])
@@ -283,12 +291,12 @@ def main(argv=None):
         print(f"{len(train_entries)} training / {len(val_entries)} held-out images from {', '.join(map(str, manifests))}")
         print(f"model {args.size if args.init == 'scratch' else args.init}: {n_params / 1e6:.1f}M parameters, "
               f"{world} rank(s) on {device.type}, {total} steps of {args.batch_size}, starting at step {step}")
-        tokenizer.save(out / "tokenizer.json")
         if resume is None:
+            tokenizer.save(out / "tokenizer.json")
             metrics_path.unlink(missing_ok=True)
-        else:  # drop lines a killed run logged after its last checkpoint
-            keep = [line for line in open(metrics_path) if json.loads(line)["step"] <= step] if metrics_path.exists() else []
-            metrics_path.write_text("".join(keep))
+        else:  # drop what a killed run logged after its last checkpoint, a half-written last line too
+            keep = [line for line in open(metrics_path) if line.endswith("\n")] if metrics_path.exists() else []
+            metrics_path.write_text("".join(line for line in keep if json.loads(line)["step"] <= step))
 
     def evaluate():
         trainee.eval()
@@ -320,13 +328,14 @@ def main(argv=None):
             images = [im.to(device) for im in images] if args.anyreader else images.to(device)
             with autocast:
                 image_features, text_features, scale = model(images, tokens.to(device))
-                image_features, text_features = gather(image_features.float()), gather(text_features.float())
-                positives = None
-                if args.dedup_targets:  # in the gathered order: rank 0's part of the batch, then rank 1's, ...
-                    ordered = [i for r in range(world) for i in batch[r::world]]
-                    positives = batch_positives([dataset.caption(i) for i in ordered],
-                                                 [dataset.entries[i]["captions"] for i in ordered]).to(device)
-                loss = clip_loss(image_features, text_features, scale.float(), positives)
+            # The loss in fp32: at a logit scale of 100, bf16 would round away the differences it ranks.
+            image_features, text_features = gather(image_features.float()), gather(text_features.float())
+            positives = None
+            if args.dedup_targets:  # in the gathered order: rank 0's part of the batch, then rank 1's, ...
+                ordered = [i for r in range(world) for i in batch[r::world]]
+                positives = batch_positives([dataset.caption(i) for i in ordered],
+                                            [dataset.entries[i]["captions"] for i in ordered]).to(device)
+            loss = clip_loss(image_features, text_features, scale.float(), positives)
             if not torch.isfinite(loss):
                 raise SystemExit(f"step {step}: the loss is {loss.item()}; training stopped. The last good checkpoint "
                                  f"({ckpt_path}) is kept: resume from it with a lower --lr or --precision fp32.")

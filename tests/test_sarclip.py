@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sarclip import CLIP, SIZES, CLIPConfig, Tokenizer, clip_loss, load_clip
+from sarclip import CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, SIZES, CLIPConfig, Tokenizer, clip_loss, load_clip
 
 SMALL = dict(embed_dim=16, image_size=32, patch_size=8, in_channels=3, vision_width=32, vision_layers=2,
              vision_heads=4, context_length=12, vocab_size=100, text_width=24, text_layers=2, text_heads=2)
@@ -234,6 +234,17 @@ def test_gray_checkpoint_equals_rgb_model_on_repeated_image():
                                    atol=1e-5, rtol=0)
 
 
+def test_folded_normalisation_reads_raw_gray_pixels_as_openai_reads_normalised_rgb():
+    rgb = openai_like_model()
+    gray = load_clip(rgb.state_dict(), in_channels=1, pixel_mean=OPENAI_PIXEL_MEAN, pixel_std=OPENAI_PIXEL_STD).eval()
+    mean, std = torch.tensor(OPENAI_PIXEL_MEAN)[:, None, None], torch.tensor(OPENAI_PIXEL_STD)[:, None, None]
+    for side in (32, 48):  # the native grid, and an interpolated one
+        image = torch.rand(2, 1, side, side)
+        with torch.no_grad():
+            torch.testing.assert_close(gray.encode_image(image), rgb.encode_image((image.repeat(1, 3, 1, 1) - mean) / std),
+                                       atol=1e-4, rtol=0)
+
+
 def test_mismatched_checkpoint_names_the_file_and_tensors(tmp_path):
     sd = small_model().state_dict()
     sd["text_projection"] = torch.zeros(24, 99)
@@ -276,6 +287,8 @@ def test_trained_tokenizer_round_trip_truncation_and_special_ids(tmp_path):
     assert tokens.argmax(-1).tolist() == [3, 7, 1]  # end-of-text: after 'two' 'ships', last when cut, first
     assert tokens[1, -1] == end and tokens[2, 2:].tolist() == [0] * 6
     assert tok.decode(tokens[0]) == "two ships"
+    clip_like = Tokenizer.train(["stop! now!"] * 5, vocab_size=600, context_length=8)
+    assert clip_like.decode(clip_like(["stop! now!"])[0]) == "stop ! now !"  # "!" is id 0, like padding
     tok.save(tmp_path / "tok.json")
     again = Tokenizer.load(tmp_path / "tok.json")
     assert again.context_length == 8 and torch.equal(again(captions[:3]), tok(captions[:3]))

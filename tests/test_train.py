@@ -11,6 +11,7 @@ import torch
 
 import data
 import train
+from sarclip import OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, fold_pixel_normalization
 
 ROOT = train.Path(train.__file__).resolve().parent
 
@@ -163,7 +164,8 @@ def test_fine_tuning_starts_from_clip_weights_with_clip_vocabulary(manifest, tmp
                          "--tokenizer-bpe", bpe))
     ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert ckpt["config"]["in_channels"] == 1 and ckpt["config"]["vocab_size"] == 49408
-    summed = start.visual.conv1.weight.sum(dim=1, keepdim=True)  # RGB folded into one SAR channel
+    folded = fold_pixel_normalization(start.state_dict(), OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD)
+    summed = folded["visual.conv1.weight"].sum(dim=1, keepdim=True)  # normalised RGB folded into one SAR channel
     assert (ckpt["model"]["visual.conv1.weight"] - summed).abs().max() < 0.01  # moved by two small steps only
     assert train.Tokenizer.load(tmp_path / "run" / "tokenizer.json")(["a ship"])[0, :4].tolist() == [49406, 320, 1158, 49407]
 
