@@ -214,8 +214,6 @@ def draw_grids(path, max_tiles=6, tile_size=224):
     """docs/anyreader_grids.png: the grid chosen for one SAR scene cut to a few aspects."""
     from pathlib import Path
 
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
     from PIL import Image

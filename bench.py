@@ -213,9 +213,8 @@ def bench_anyreader(sides=ANYREADER_SIDES, plot="docs/anyreader_cost.png"):
 
 def plot_anyreader_cost(cells, sides, path):
     """Two log-log panels, time and peak memory against the image side, one line per method."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     for ax, key, label in zip(axes, ("ms", "mb"), ("milliseconds per image", "peak MB above model and image")):
         for method, marker in zip(ANYREADER_METHODS, "os^"):

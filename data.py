@@ -1029,8 +1029,6 @@ def make_synthetic(out_dir, seed=0, n_scenes=2000, chips_per_class=100, images_p
 def save_preview(manifest_path, png_path, n=12, columns=4):
     """A grid of n scenes from a manifest, boxes and categories drawn, first caption below each."""
     import textwrap
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     entries, chosen, seen = read_manifest(manifest_path), [], set()
     for entry in entries:  # one scene per mix of categories and scene type first, for variety

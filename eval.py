@@ -524,8 +524,6 @@ def describe(sets):
 
 def plot_confusion(confusion, class_names, path, title="zero-shot confusion"):
     """The zero-shot confusion matrix, rows (true class) normalised to percentages, counts written in."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     counts = torch.tensor(confusion, dtype=torch.float)
     percent = 100 * counts / counts.sum(1, keepdim=True).clamp(min=1)
@@ -548,8 +546,6 @@ def plot_confusion(confusion, class_names, path, title="zero-shot confusion"):
 
 def plot_few_shot(curves, chance, path):
     """Few-shot accuracy against k (mean and std over seeds), one line per model, chance dashed."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, few in curves.items():

@@ -212,8 +212,6 @@ def log_line(path, record):
 
 def plot_curves(metrics_path, png_path):
     """Loss and held-out mean recall against step, from metrics.jsonl."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = [json.loads(line) for line in open(metrics_path)]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
