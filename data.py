@@ -388,6 +388,15 @@ def load_sar_image(path, channels=1, max_side=None):
     return torch.from_numpy(np.ascontiguousarray(pixels))[None].repeat(channels, 1, 1)
 
 
+def squeeze_to_square(image, size):
+    """[C, H, W] -> [C, size, size]: the whole image, antialiased, never cropped (a target may sit at
+    an edge, and captions speak of every target); a no-op at that size. What train and eval feed CLIP."""
+    if tuple(image.shape[-2:]) == (size, size):
+        return image
+    return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)[0].clamp(0, 1)
+
+
 def image_size(path):
     """(width, height) of an image that decodes; JPEGs are decoded at 1/8 scale, which is cheap."""
     try:
@@ -625,10 +634,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         """The image, [C, image_size, image_size] (or its own size when image_size is None)."""
         path, size = self.entries[index]["image"], self.image_size
         image = load_sar_image(path, self.channels, max_side=self.max_side)  # bounded memory for big scenes
-        if size is None:
-            return image
-        return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True,
-                             align_corners=False)[0].clamp(0, 1)
+        return image if size is None else squeeze_to_square(image, size)
 
     def __getitem__(self, index):
         tokens = self.tokenizer([self.caption(index)])[0]

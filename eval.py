@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 import d2c
 import data
-from anyreader import AnyReader, largest_useful_side, resize
+from anyreader import AnyReader, largest_useful_side
 from sarclip import CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, CLIPConfig, Tokenizer, load_clip
 
 # Zero-shot prompts: SAR words around the class name with its article ("a ship", "an aircraft", as D2C
@@ -136,8 +136,7 @@ def encode_images(model, images, reader=None, batch_size=64):
         if reader is not None:
             out = reader(batch)
         else:
-            S = cfg.image_size  # the whole image, squeezed: no crop, as a target may sit at an edge
-            out = model.encode_image(torch.stack([resize(image, S, S).clamp(0, 1) for image in batch]))
+            out = model.encode_image(torch.stack([data.squeeze_to_square(image, cfg.image_size) for image in batch]))
         features.append(F.normalize(out.float(), dim=-1).cpu())
     return torch.cat(features) if features else torch.empty(0, cfg.embed_dim)
 
