@@ -77,7 +77,8 @@ def bench_d2c(n_records=2000):
     """D2C captions per second on the synthetic scenes' records (5 diverse captions each)."""
     import d2c
     import data
-    entries = data.read_manifest(data.make_synthetic(data.DEFAULT_SYNTHETIC)["scenes"])[:n_records]
+    import synthetic
+    entries = data.read_manifest(synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)["scenes"])[:n_records]
     records = [{"width": e["width"], "height": e["height"], "objects": [{"category": b[4], "box": b[:4]} for b in e["boxes"]],
                 "pixel_spacing": e.get("pixel_spacing"), "scene": e.get("scene")} for e in entries]
     start = time.perf_counter()
@@ -90,8 +91,9 @@ def bench_d2c(n_records=2000):
 def bench_loading(n_images=512, workers=(0, 1)):
     """Data loading images/s at the tiny preset's resolution: PNG decode, resize to 64 px, tokenise."""
     import data
+    import synthetic
     from sarclip import Tokenizer
-    manifest = data.make_synthetic(data.DEFAULT_SYNTHETIC)["scenes"]
+    manifest = synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)["scenes"]
     captions = [c for e in data.read_manifest(manifest) for c in e["captions"]]
     tokenizer = Tokenizer.train(captions, SIZES["tiny"]["vocab_size"], SIZES["tiny"]["context_length"])
     dataset = data.ManifestDataset(manifest, tokenizer, image_size=SIZES["tiny"]["image_size"], split="train")
@@ -116,8 +118,9 @@ def bench_eval(checkpoint=None):
 
     import data
     import eval as evaluation
+    import synthetic
     from sarclip import Tokenizer
-    manifest = data.make_synthetic(data.DEFAULT_SYNTHETIC)["scenes"]
+    manifest = synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)["scenes"]
     folder = Path(tempfile.mkdtemp())
     checkpoint = Path(checkpoint or "out/ckpt.pt")
     if not checkpoint.is_file():

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 import d2c
 import data
+import synthetic
 from anyreader import AnyReader, largest_useful_side
 from sarclip import CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, CLIPConfig, Tokenizer, load_clip
 
@@ -472,10 +473,10 @@ def prepare_sets(args, info):
     Flags first; else the manifests the checkpoint was trained on (their held-out split); else the
     synthetic default set, made on first use exactly as train.py makes it.
     """
-    manifests, synthetic = args.data or info["args"].get("data") or [], None
+    manifests, synthetic_set = args.data or info["args"].get("data") or [], None
     if not manifests:
-        synthetic = data.make_synthetic(data.DEFAULT_SYNTHETIC)
-        manifests = [synthetic["scenes"]]
+        synthetic_set = synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)
+        manifests = [synthetic_set["scenes"]]
     for path in [*manifests, *(args.counting or [])]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such manifest (give the evaluation data with --data)")
@@ -483,19 +484,19 @@ def prepare_sets(args, info):
     if "retrieval" in tasks:
         sets["retrieval"] = held_out_entries(manifests)
     if "counting" in tasks:
-        counting_manifests = args.counting or ([synthetic["count"]] if synthetic else manifests)
+        counting_manifests = args.counting or ([synthetic_set["count"]] if synthetic_set else manifests)
         sets["counting"] = data.sarcount_entries(held_out_entries(counting_manifests), max(COUNTS))
     if tasks & {"zero-shot", "few-shot", "linear-probe"}:
-        sets["chips"] = chip_sets(args, manifests, synthetic)
+        sets["chips"] = chip_sets(args, manifests, synthetic_set)
     return sets
 
 
-def chip_sets(args, manifests, synthetic):
+def chip_sets(args, manifests, synthetic_set):
     """(train items, train labels, test items, test labels, class phrases): folders, else manifest boxes."""
     if args.chips or args.chips_train:
         chips = folder_chips(args.chips or args.chips_train, args.chips_test, args.class_names)
-    elif synthetic:
-        chips = folder_chips(synthetic["chips"], class_names_file=args.class_names)
+    elif synthetic_set:
+        chips = folder_chips(synthetic_set["chips"], class_names_file=args.class_names)
     else:  # target chips cut from the boxes: the train split to learn from, the held-out split to test
         train_entries = [e for path in manifests for e in data.read_manifest(path) if e["split"] == "train"]
         chips = manifest_chips(train_entries, held_out_entries(manifests))

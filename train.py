@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import data
+import synthetic
 import eval as evaluation
 from anyreader import AnyReader, largest_useful_side
 from sarclip import (CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, SIZES, CLIPConfig, Tokenizer, clip_loss,
@@ -241,12 +242,12 @@ def main(argv=None):
 
     # ---- data: MMSAR manifests, or the synthetic SAR default made once and cached
     if not args.data and int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one writer per machine
-        if not (data.DEFAULT_SYNTHETIC / "synthetic.json").is_file():
-            print(f"writing the synthetic SAR set to {data.DEFAULT_SYNTHETIC} (once, about 25 s)", flush=True)
-        data.make_synthetic(data.DEFAULT_SYNTHETIC)  # cached: instant after the first time
+        if not (synthetic.DEFAULT_SYNTHETIC / "synthetic.json").is_file():
+            print(f"writing the synthetic SAR set to {synthetic.DEFAULT_SYNTHETIC} (once, about 25 s)", flush=True)
+        synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)  # cached: instant after the first time
     if world > 1:
         dist.barrier()  # the other ranks wait for it to be written
-    manifests = args.data or [data.make_synthetic(data.DEFAULT_SYNTHETIC)["scenes"]]
+    manifests = args.data or [synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)["scenes"]]
     entries = read_entries(manifests)
     train_entries = [e for e in entries if e["split"] == "train"]
     val_entries = [e for e in entries if e["split"] == "val"]

@@ -12,9 +12,9 @@ from PIL import Image
 
 import d2c
 import data
+import synthetic
 from data import (ManifestDataset, SARDataError, build_manifest, category_name, collate_keep_size,
-                  load_sar_image, read_coco, read_dota, read_manifest, read_voc, read_yolo, speckle, split_of,
-                  synthetic_scene)
+                  load_sar_image, read_coco, read_dota, read_manifest, read_voc, read_yolo, split_of)
 
 
 def gray_image(path, width=40, height=30, value=60):
@@ -115,7 +115,7 @@ def messy_voc(root):
     def scene(name, objects, image=True):
         if image:
             gray_image(root / "JPEGImages" / f"{name}.jpg")
-        (root / "Annotations" / f"{name}.xml").write_text(data.voc_xml(f"{name}.jpg", 40, 30, objects))
+        (root / "Annotations" / f"{name}.xml").write_text(synthetic.voc_xml(f"{name}.jpg", 40, 30, objects))
     (root / "Annotations").mkdir(parents=True)
     scene("good", [voc_object("ship", [5, 5, 15, 10])])
     scene("outside", [voc_object("ship", [-4, 20, 12, 35])])         # reaches past the left and bottom edges
@@ -182,7 +182,7 @@ def test_split_depends_on_the_path_only(tmp_path):
         for i in range(6):
             gray_image(tmp_path / name / "JPEGImages" / f"{i}.jpg")
             (tmp_path / name / "Annotations").mkdir(exist_ok=True)
-            (tmp_path / name / "Annotations" / f"{i}.xml").write_text(data.voc_xml(f"{i}.jpg", 40, 30, []))
+            (tmp_path / name / "Annotations" / f"{i}.xml").write_text(synthetic.voc_xml(f"{i}.jpg", 40, 30, []))
     build_manifest([f"voc:{tmp_path / 'a'}", f"voc:{tmp_path / 'b'}"], tmp_path / "1.jsonl", verbose=False)
     build_manifest([f"voc:{tmp_path / 'b'}", f"voc:{tmp_path / 'a'}"], tmp_path / "2.jsonl", verbose=False)
     one, two = ({e["image"]: (e["split"], e["captions"]) for e in read_manifest(tmp_path / name)}
@@ -203,7 +203,7 @@ def test_manifest_paths_are_relative_to_the_manifest(tmp_path):
     root = tmp_path / "set"
     gray_image(root / "JPEGImages" / "0.jpg")
     (root / "Annotations").mkdir()
-    (root / "Annotations" / "0.xml").write_text(data.voc_xml("0.jpg", 40, 30, [voc_object("ship", [1, 1, 9, 9])]))
+    (root / "Annotations" / "0.xml").write_text(synthetic.voc_xml("0.jpg", 40, 30, [voc_object("ship", [1, 1, 9, 9])]))
     build_manifest([f"voc:{root}"], tmp_path / "m.jsonl", verbose=False)
     assert json.loads((tmp_path / "m.jsonl").read_text())["image"] == "set/JPEGImages/0.jpg"
 
@@ -282,7 +282,7 @@ def test_dataset_draws_one_caption_per_epoch(tmp_path):
         gray_image(tmp_path / "s" / "JPEGImages" / f"{i}.png", 50 + 10 * i, 40, 20 * i)
         (tmp_path / "s" / "Annotations").mkdir(exist_ok=True)
         objects = [voc_object("ship", [2, 2, 12, 6 + i]), voc_object("ship", [20, 20, 40, 30])]
-        xml = data.voc_xml(f"{i}.png", 50, 40, objects, "offshore", 3.0)
+        xml = synthetic.voc_xml(f"{i}.png", 50, 40, objects, "offshore", 3.0)
         (tmp_path / "s" / "Annotations" / f"{i}.xml").write_text(xml)
     build_manifest([f"voc:{tmp_path / 's'}"], tmp_path / "m.jsonl", n_captions=5, verbose=False)
     dataset = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, image_size=32, split=None, seed=1)
@@ -302,67 +302,6 @@ def test_dataset_draws_one_caption_per_epoch(tmp_path):
     images, tokens, index = collate_keep_size([native[0], native[3]])
     assert [im.shape for im in images] == [(3, 40, 50), (3, 40, 80)] and tokens.shape == (2, 8)
     assert index.tolist() == [0, 3]
-
-
-# ---- synthetic SAR ---------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("looks", [1, 4])
-def test_speckle_has_mean_one_and_variance_one_over_looks(looks):
-    sample = speckle((1000, 1000), looks, np.random.default_rng(0))
-    # A million draws: the standard error of the mean is 0.001/sqrt(L), of the variance about 0.3%.
-    assert sample.mean() == pytest.approx(1.0, abs=0.005)
-    assert sample.var() == pytest.approx(1 / looks, rel=0.02)
-
-
-def test_strong_scatterers_draw_sidelobe_crosses():
-    image = data.add_scatterers(np.zeros((21, 21)), [(10, 10, 1000.0)])
-    assert image[10, 10] == 1000.0
-    # 3 px along an axis a sidelobe keeps 1.3% of the peak (-19 dB); off the axes it is that squared.
-    assert image[10, 13] == image[13, 10] == pytest.approx(12.9, abs=0.1)
-    assert image[13, 13] == pytest.approx(12.9 ** 2 / 1000, abs=0.01)
-
-
-def test_synthetic_scene_is_deterministic_for_a_seed():
-    one = synthetic_scene(np.random.default_rng(7), 160, 128, "coast")
-    two = synthetic_scene(np.random.default_rng(7), 160, 128, "coast")
-    other = synthetic_scene(np.random.default_rng(8), 160, 128, "coast")
-    assert np.array_equal(one[0], two[0]) and one[1:] == two[1:]
-    assert not np.array_equal(one[0], other[0])
-
-
-def test_synthetic_targets_are_boxed_exactly_and_stand_out():
-    inside, clutter, categories = [], [], Counter()
-    for i, kind in enumerate(["offshore", "coast", "channel", "airport"] * 5):
-        image, objects, scene = synthetic_scene(np.random.default_rng(i), 192, 160, kind)
-        assert scene == data.SCENE_LABEL[kind]
-        background = np.ones(image.shape, bool)
-        for obj in objects:
-            x0, y0, x1, y1 = obj["box"]
-            assert 0 < x0 < x1 < 192 and 0 < y0 < y1 < 160    # inside the image, clear of its edge
-            inside.append(image[y0:y1, x0:x1].mean())
-            background[max(y0 - 10, 0):y1 + 10, max(x0 - 10, 0):x1 + 10] = False  # away from sidelobes
-            categories[obj["category"]] += 1
-            assert ("near_coast" in obj) == (scene == "inshore")
-        clutter.append(image[background].mean())
-    assert set(categories) == {"ship", "aircraft", "car", "tank", "bridge", "harbor"}
-    assert np.mean(inside) > 1.8 * np.mean(clutter)   # bright scatterers over sea, land and apron
-
-
-def test_make_synthetic_layout_manifests_and_cache(tmp_path):
-    paths = data.make_synthetic(tmp_path, seed=3, n_scenes=10, chips_per_class=2, images_per_count=1)
-    scenes = read_manifest(paths["scenes"])
-    assert len(scenes) == 10 and all(e["pixel_spacing"] == data.SYNTH_SPACING for e in scenes)
-    for entry in scenes:  # the reader picked up D2C's extra facts from the VOC files
-        assert ("near_coast" in entry) == (entry.get("scene") == "inshore" and bool(entry["boxes"]))
-    assert sorted(p.name for p in paths["chips"].iterdir()) == sorted(data.CHIP_KIND)
-    assert all(Image.open(p).size == (64, 64) for p in paths["chips"].glob("*/*.png"))
-    counting = read_manifest(paths["count"])
-    assert len(counting) == 10 and {e["split"] for e in counting} == {"test"}  # kept for evaluation
-    for entry in counting:  # the folder says how many there are
-        assert sum(entry["counts"].values()) == int(entry["image"].split("/")[-2])
-    stamp = paths["scenes"].stat().st_mtime_ns
-    assert data.make_synthetic(tmp_path, seed=3, n_scenes=10, chips_per_class=2, images_per_count=1) == paths
-    assert paths["scenes"].stat().st_mtime_ns == stamp   # complete already: nothing rewritten
 
 
 # ---- real SAR data (../shared) -------------------------------------------------------------------------------
@@ -415,7 +354,7 @@ def test_real_hrsid_coco_and_sar_aircraft_voc(shared, tmp_path):
 
 def test_sarcount_keeps_images_with_1_to_10_targets_of_one_class(tmp_path):
     folder = tmp_path / "set"
-    data.make_synthetic(folder, seed=2, n_scenes=40, chips_per_class=1, images_per_count=1)
+    synthetic.make_synthetic(folder, seed=2, n_scenes=40, chips_per_class=1, images_per_count=1)
     entries = data.read_manifest(folder / "mmsar.jsonl")
     out = tmp_path / "sarcount" / "sarcount.jsonl"
     data.main(["sarcount", "--manifest", str(folder / "mmsar.jsonl"), "--out", str(out), "--split", "test"])

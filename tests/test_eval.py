@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import data
+import synthetic as synthetic_module
+from synthetic import make_synthetic
 import eval as evaluation
 from anyreader import AnyReader
 from sarclip import CLIP, CLIPConfig, Tokenizer
@@ -171,8 +173,8 @@ EVAL_KEYS = {"retrieval": {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """A small synthetic SAR set: 40 scenes, 6 chip classes of 10, 6 counting images per number."""
-    return data.make_synthetic(tmp_path_factory.mktemp("synthetic"), n_scenes=40, chips_per_class=10,
-                               images_per_count=6)
+    return make_synthetic(tmp_path_factory.mktemp("synthetic"), n_scenes=40, chips_per_class=10,
+                          images_per_count=6)
 
 
 def save_run(folder, synthetic, seed=0, **args):
@@ -249,9 +251,9 @@ def test_untrained_baseline_is_where_training_started(synthetic, tmp_path):
 def test_default_data_is_the_synthetic_set(synthetic, tmp_path, monkeypatch):
     ckpt, _ = save_run(tmp_path / "run", synthetic, data=[])  # trained on the synthetic default
     made = []
-    monkeypatch.setattr(data, "make_synthetic", lambda out, seed=0: made.append((out, seed)) or synthetic)
+    monkeypatch.setattr(synthetic_module, "make_synthetic", lambda out, seed=0: made.append((out, seed)) or synthetic)
     report = evaluation.main(["--checkpoint", str(ckpt), "--tasks", "retrieval", "counting", "--baselines"])
-    assert made == [(data.DEFAULT_SYNTHETIC, 0)]  # where and how train.py makes it
+    assert made == [(synthetic_module.DEFAULT_SYNTHETIC, 0)]  # where and how train.py makes it
     assert set(report) >= {"retrieval", "counting"} and report["baselines"] == {}
     assert (tmp_path / "run" / "eval.json").is_file()  # beside the checkpoint
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-import data
+import synthetic
 import train
 from sarclip import OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, fold_pixel_normalization
 
@@ -20,7 +20,7 @@ ROOT = train.Path(train.__file__).resolve().parent
 def manifest(tmp_path_factory):
     """A small synthetic SAR set: about 100 training and 10 held-out scenes."""
     folder = tmp_path_factory.mktemp("synthetic")
-    return str(data.make_synthetic(folder, seed=1, n_scenes=120, chips_per_class=1, images_per_count=1)["scenes"])
+    return str(synthetic.make_synthetic(folder, seed=1, n_scenes=120, chips_per_class=1, images_per_count=1)["scenes"])
 
 
 def small_run(manifest, out, *extra):
