@@ -15,6 +15,7 @@ from collections import Counter, OrderedDict, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import ftfy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -227,25 +228,24 @@ def clip_loss(image_features, text_features, logit_scale, positives=None):
 OPENAI_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-def read_checkpoint(path_or_state_dict):
-    """Returns (state_dict, config dict or None, name) from a file or an in-memory dict.
+def read_checkpoint(source):
+    """Returns (state_dict, config dict or None, name) from a path, an open binary file or a dict.
 
     Reads plain state dicts, {"state_dict": ...} (open_clip) and {"model": ..., "config": ...}
-    (train.py) wrappers, and OpenAI's TorchScript .pt archives; pickles load with weights_only=True.
+    (train.py) wrappers, OpenAI's TorchScript .pt archives and safetensors files; pickles load with
+    weights_only=True. A file object (open(path, "rb"), io.BytesIO) must be seekable and is read from
+    its start; errors name it by its .name. Raises FileNotFoundError, or ValueError for anything else.
     """
-    ckpt, name = path_or_state_dict, "the given state dict"
-    if not isinstance(ckpt, dict):
-        path = Path(path_or_state_dict)
-        name = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such checkpoint file")
-        try:
-            if zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()):
-                ckpt = torch.jit.load(str(path), map_location="cpu").state_dict()  # TorchScript archive
-            else:
-                ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    ckpt, name = source, "the given state dict"
+    if hasattr(source, "read"):
+        name = str(getattr(source, "name", "the given file object"))
+        ckpt = read_checkpoint_file(source, name)
+    elif not isinstance(source, dict):
+        name = str(Path(source))
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"{name}: no such checkpoint file")
+        with open(source, "rb") as f:
+            ckpt = read_checkpoint_file(f, name)
     if not isinstance(ckpt, dict):
         raise ValueError(f"{name}: expected a dict of tensors, found {type(ckpt).__name__}")
     config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else None
@@ -260,7 +260,27 @@ def read_checkpoint(path_or_state_dict):
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"{name}: entry {key!r} is a {type(value).__name__}, not a tensor")
         state_dict[key] = value.float() if value.is_floating_point() else value  # fp16 releases -> fp32
+    if state_dict.get("logit_scale") is not None and state_dict["logit_scale"].shape == (1,):
+        state_dict["logit_scale"] = state_dict["logit_scale"].reshape(())  # some early CLIP ports store [1]
     return state_dict, config, name
+
+
+def read_checkpoint_file(f, name):
+    """The object saved in an open binary file: safetensors, a TorchScript archive or a torch.save pickle."""
+    try:
+        f.seek(0)
+        if f.read(9)[8:] == b"{":  # safetensors: an 8-byte header length, then the JSON header
+            from safetensors.torch import load  # optional: only safetensors files need it
+            f.seek(0)
+            return load(f.read())
+        f.seek(0)
+        if zipfile.is_zipfile(f) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(f).namelist()):
+            f.seek(0)
+            return torch.jit.load(f, map_location="cpu").state_dict()  # OpenAI's TorchScript archive
+        f.seek(0)
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{name}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
 
 
 def config_from_state_dict(state_dict, name="checkpoint"):
@@ -318,16 +338,17 @@ def fold_pixel_normalization(state_dict, mean, std):
             "visual.positional_embedding": positions}
 
 
-def load_clip(path_or_state_dict, in_channels=None, pixel_mean=None, pixel_std=None) -> CLIP:
+def load_clip(source, in_channels=None, pixel_mean=None, pixel_std=None) -> CLIP:
     """Build a CLIP whose config is read off the checkpoint, and load its weights.
 
+    source: a path, an open binary file or a state dict, in any format read_checkpoint reads.
     in_channels=1 turns an RGB checkpoint into a single-channel one by summing conv1 over R, G, B:
     a gray image repeated on three channels gives exactly the same patch embeddings.
     pixel_mean/pixel_std (e.g. OPENAI_PIXEL_MEAN/STD) fold an RGB checkpoint's input normalisation
     into its weights first, so the model reads [0, 1] pixels as data.py gives them; a checkpoint with
     another channel count (train.py's single-channel ones already read [0, 1]) is left as it is.
     """
-    state_dict, config, name = read_checkpoint(path_or_state_dict)
+    state_dict, config, name = read_checkpoint(source)
     cfg = CLIPConfig(**config) if config else config_from_state_dict(state_dict, name)
     conv = state_dict.get("visual.conv1.weight")
     if pixel_mean is not None and conv is not None and conv.shape[1] == len(pixel_mean):
@@ -351,12 +372,26 @@ START, END = "<|startoftext|>", "<|endoftext|>"
 CLIP_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+"""
 
 
+def clean_text(text):
+    """OpenAI CLIP's clean-up before BPE, as in its clip/simple_tokenizer.py: str -> str.
+
+    ftfy.fix_text repairs mojibake ('cafÃ©' -> 'café'), straightens typographic quotes ('’' -> "'"),
+    splits ligatures ('ﬁ' -> 'fi'), narrows full-width letters ('Ｓ' -> 'S') and applies NFC; then
+    HTML entities are unescaped twice ('&amp;amp;' -> '&'), whitespace runs become one space, the ends
+    are stripped and everything is lower-cased. Without it the same caption typed two ways gets two
+    different token sequences, and OpenAI's weights see ids they were not trained on.
+    """
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
 class Tokenizer:
     """Byte-level BPE with '</w>' word ends, as in CLIP: text -> LongTensor [N, context_length].
 
     Each row is start-of-text, the BPE ids, end-of-text, then zero padding; over-long text is cut
     so that end-of-text stays last. Start and end are the two largest ids, so `tokens.argmax(-1)`
-    finds the end of every caption.
+    finds the end of every caption. Text is cleaned as OpenAI's tokenizer cleans it (`clean_text`)
+    before encoding and before training, so trained, saved and loaded tokenizers all agree.
     """
 
     def __init__(self, tokenizer, context_length=77):
@@ -376,7 +411,9 @@ class Tokenizer:
         """A BPE tokenizers.Tokenizer with CLIP's normalisation and pre-tokenisation, no vocabulary yet."""
         from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers
         tok = HFTokenizer(models.BPE(end_of_word_suffix="</w>"))
-        tok.normalizer = normalizers.Sequence([  # OpenAI: NFC-ish clean-up, collapse whitespace, lower case
+        # clean_text has done this already; kept so that the saved JSON alone (read by HF's library,
+        # without ftfy) still collapses whitespace and lower-cases as CLIP does.
+        tok.normalizer = normalizers.Sequence([
             normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip(), normalizers.Lowercase()])
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Split(Regex(CLIP_PATTERN), behavior="removed", invert=True),
@@ -395,7 +432,7 @@ class Tokenizer:
         tok = cls.empty_bpe()
         words = Counter()
         for text, count in Counter(texts).items():  # captions repeat: pre-tokenise each once
-            text = tok.normalizer.normalize_str(html.unescape(html.unescape(text)))
+            text = tok.normalizer.normalize_str(clean_text(text))  # exactly what __call__ encodes
             for piece, _ in tok.pre_tokenizer.pre_tokenize_str(text):
                 words[(*piece[:-1], piece[-1] + "</w>")] += count
         return cls.from_merges(learn_merges(words, vocab_size - 512 - 2), context_length)
@@ -424,8 +461,7 @@ class Tokenizer:
     def __call__(self, texts):
         if isinstance(texts, str):
             texts = [texts]
-        # OpenAI unescapes HTML entities twice ('&amp;amp;' -> '&') before tokenising.
-        encodings = self.tok.encode_batch([html.unescape(html.unescape(t)) for t in texts])
+        encodings = self.tok.encode_batch([clean_text(t) for t in texts])
         return torch.tensor([e.ids for e in encodings], dtype=torch.long)
 
     def decode(self, tokens):

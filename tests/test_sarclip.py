@@ -1,4 +1,5 @@
 """sarclip.py: the CLIP model, its loss, checkpoint loading and the tokenizer."""
+import io
 import json
 import math
 
@@ -188,6 +189,17 @@ def openai_like_model():
     return small_model(vision_heads=1, text_heads=1)
 
 
+def assert_same_features(loaded, model, atol=0.0):
+    """Image and text features of two models on the same fixed inputs agree (exactly, by default)."""
+    g = torch.Generator().manual_seed(0)
+    images, tokens = torch.randn(2, 3, 32, 32, generator=g), random_tokens(2, model.cfg)
+    with torch.no_grad():
+        for encode in ("encode_image", "encode_text"):
+            inputs = images if encode == "encode_image" else tokens
+            expected = getattr(model.eval(), encode)(inputs)
+            torch.testing.assert_close(getattr(loaded.eval(), encode)(inputs), expected, atol=atol, rtol=0)
+
+
 def test_load_clip_reads_the_config_off_tensor_shapes():
     cfg = load_clip(small_model(vision_width=128, vision_heads=2).state_dict()).cfg
     assert cfg == CLIPConfig(**{**SMALL, "vision_width": 128, "vision_heads": 2, "text_heads": 1})
@@ -195,7 +207,6 @@ def test_load_clip_reads_the_config_off_tensor_shapes():
 
 def test_load_clip_reads_wrappers_prefixes_and_fp16(tmp_path):
     model = openai_like_model()
-    images, tokens = torch.randn(2, 3, 32, 32), random_tokens(2, model.cfg)
     sd = model.state_dict()
     extras = {"input_resolution": torch.tensor(32), "context_length": torch.tensor(12), "vocab_size": torch.tensor(100)}
     variants = {
@@ -203,14 +214,34 @@ def test_load_clip_reads_wrappers_prefixes_and_fp16(tmp_path):
         "open_clip.pt": {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in sd.items()}},
         "fp16.pt": {k: v.half() for k, v in sd.items()},
         "train.pt": {"model": sd, "config": model.cfg.__dict__, "step": 10},
+        "scale_1.pt": {**sd, "logit_scale": sd["logit_scale"].reshape(1)},  # as some early CLIP ports save it
     }
     for name, ckpt in variants.items():
         torch.save(ckpt, tmp_path / name)
-        loaded = load_clip(tmp_path / name).eval()
-        atol = 1e-2 if name == "fp16.pt" else 1e-6
-        with torch.no_grad():
-            torch.testing.assert_close(loaded.encode_image(images), model.encode_image(images), atol=atol, rtol=0)
-            torch.testing.assert_close(loaded.encode_text(tokens), model.encode_text(tokens), atol=atol, rtol=0)
+        loaded = load_clip(tmp_path / name)
+        assert_same_features(loaded, model, atol=1e-2 if name == "fp16.pt" else 0.0)
+        assert loaded.logit_scale.shape == () and loaded.logit_scale.item() == pytest.approx(math.log(1 / 0.07), abs=1e-3)
+
+
+def saved_bytes(state_dict, fmt):
+    """The bytes of a checkpoint file written by torch.save or by safetensors."""
+    if fmt == "safetensors":
+        return pytest.importorskip("safetensors.torch").save(state_dict)
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["torch", "safetensors"])
+def test_load_clip_reads_paths_open_files_and_bytes(tmp_path, fmt):
+    model = openai_like_model()
+    data = saved_bytes(model.state_dict(), fmt)
+    (tmp_path / "model.bin").write_bytes(data)
+    buffer = io.BytesIO(data)
+    buffer.seek(0, io.SEEK_END)  # left at its end, as torch.save(sd, buffer) leaves it: read from the start
+    with open(tmp_path / "model.bin", "rb") as f:
+        for source in (tmp_path / "model.bin", f, buffer):
+            assert_same_features(load_clip(source), model)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
@@ -218,10 +249,9 @@ def test_load_clip_reads_torchscript_archives(tmp_path):
     model = openai_like_model()
     archive = torch.jit.trace_module(model, {"encode_image": torch.randn(1, 3, 32, 32)})  # as OpenAI ships
     archive.save(str(tmp_path / "ViT-tiny.pt"))
-    loaded = load_clip(tmp_path / "ViT-tiny.pt").eval()
-    tokens = random_tokens(2, model.cfg)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.encode_text(tokens), model.encode_text(tokens))
+    assert_same_features(load_clip(tmp_path / "ViT-tiny.pt"), model)
+    with open(tmp_path / "ViT-tiny.pt", "rb") as f:
+        assert_same_features(load_clip(f), model)
 
 
 def test_gray_checkpoint_equals_rgb_model_on_repeated_image():
@@ -258,22 +288,45 @@ def test_mismatched_checkpoint_names_the_file_and_tensors(tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt.pt: not a readable PyTorch checkpoint"):
         load_clip(tmp_path / "corrupt.pt")
+    with open(tmp_path / "corrupt.pt", "rb") as f, pytest.raises(ValueError, match="corrupt.pt: not a readable"):
+        load_clip(f)  # a file object is named by its .name
+    with pytest.raises(ValueError, match="the given file object: not a readable"):
+        load_clip(io.BytesIO(b"not a checkpoint"))
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_clip(tmp_path / "missing.pt")
 
 
 # ----------------------------------------------------------------------------- tokenizer
 
-def test_clip_tokenizer_gives_openai_ids(shared):
+def bpe_ids(tokenizer, text):
+    """The BPE ids of one caption: its row without start-of-text, end-of-text and the zero padding."""
+    row = tokenizer([text])[0].tolist()
+    end = row.index(tokenizer.vocab_size - 1)
+    assert row[0] == tokenizer.vocab_size - 2 and set(row[end + 1:]) <= {0}, text
+    return row[1:end]
+
+
+# tokenizer_reference: ordinary captions; tokenizer_cleaning_reference: curly quotes, mojibake,
+# ligatures, full-width letters, HTML entities and odd whitespace, which OpenAI cleans with ftfy.
+@pytest.mark.parametrize("reference", ["tokenizer_reference.jsonl", "tokenizer_cleaning_reference.jsonl"])
+def test_clip_tokenizer_gives_openai_ids(shared, reference):
     tok = Tokenizer.from_clip_bpe(shared / "clip" / "bpe_simple_vocab_16e6.txt.gz")
     assert tok.vocab_size == 49408
-    for line in (shared / "clip" / "tokenizer_reference.jsonl").read_text().splitlines():
+    for line in (shared / "clip" / reference).read_text().splitlines():
         case = json.loads(line)
-        tokens = tok([case["text"]])[0].tolist()
-        n = len(case["bpe"])
-        assert tokens[:n + 2] == [49406] + case["bpe"] + [49407], case["text"]
-        assert set(tokens[n + 2:]) <= {0}
+        assert bpe_ids(tok, case["text"]) == case["bpe"], case["text"]
     assert tok(["a photo of a cat"])[0, :7].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_trained_and_reloaded_tokenizers_clean_text_as_openai(tmp_path):
+    typed = ["The ship\u2019s wake", "\ufb01shing boats &amp; a caf\u00c3\u00a9", "\uff33\uff28\uff29\uff30  in\tport"]
+    plain = ["the ship's wake", "fishing boats & a caf\u00e9", "ship in port"]
+    tok = Tokenizer.train(typed * 5, vocab_size=600, context_length=12)
+    assert tok.tok.get_vocab() == Tokenizer.train(plain * 5, vocab_size=600).tok.get_vocab()  # trained on clean text
+    assert torch.equal(tok(typed), tok(plain))
+    assert tok.decode(tok(typed)[1]) == "fishing boats & a caf\u00e9"
+    tok.save(tmp_path / "tok.json")
+    assert torch.equal(Tokenizer.load(tmp_path / "tok.json")(typed), tok(plain))
 
 
 def test_trained_tokenizer_round_trip_truncation_and_special_ids(tmp_path):
