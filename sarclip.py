@@ -203,22 +203,39 @@ class CLIP(nn.Module):
         return image_features, text_features, self.logit_scale.exp()
 
 
-def clip_loss(image_features, text_features, logit_scale, positives=None):
+def clip_loss(image_features, text_features, logit_scale, positives=None, counterfactuals=None,
+              counterfactual_mask=None):
     """Symmetric contrastive loss (InfoNCE) over a batch of B image-caption pairs.
 
     Each image must pick its own caption out of the B captions in the batch, and each caption its
     own image: two B-way classifications whose right answers sit on the diagonal. Features are
-    L2-normalised, so logits are cosine similarities times the learned temperature.
+    L2-normalised by the caller (CLIP.forward), so logits are cosine similarities times the learned
+    temperature; pass them in fp32.
     positives [B images, B captions] (optional, bool) marks more right answers: D2C writes the same
     sentence for many images ("two ships in open sea"), and a caption that is also true of another
     image in the batch should not be pushed away from it. The target probability is shared out.
+    counterfactuals [B, K, D] (optional) are, for each image, up to K copies of its own caption with
+    a false object count ("three ships" -> "five ships"), and counterfactual_mask [B, K] (bool, all
+    True if omitted) says which exist. They are extra wrong answers for their own image only: image i
+    chooses among the B captions and its K counterfactuals; captions still choose among the B images.
+    Under DDP, train.py gathers them across ranks like the features, so B is the global batch.
     """
     logits = logit_scale * image_features @ text_features.t()  # [B images, B captions]
     if positives is None:
         positives = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
     targets = positives.float()
-    image_to_text = F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
     text_to_image = F.cross_entropy(logits.t(), targets.t() / targets.t().sum(1, keepdim=True))
+    if counterfactuals is not None:
+        # A batch rarely holds two captions that differ only in their count, so nothing forces the
+        # number words to matter; the image's own caption with a wrong count is a hard negative that
+        # does (counterfactual captions, Paiss et al. 2023, "Teaching CLIP to Count to Ten").
+        cf_logits = logit_scale * torch.einsum("bd,bkd->bk", image_features, counterfactuals)  # [B, K]
+        if counterfactual_mask is not None:
+            # Not -inf: the soft-target cross-entropy would compute 0 * -inf = nan for a missing one.
+            cf_logits = cf_logits.masked_fill(~counterfactual_mask, torch.finfo(cf_logits.dtype).min)
+        logits = torch.cat([logits, cf_logits], dim=1)  # [B images, B captions + K counterfactuals]
+        targets = F.pad(targets, (0, cf_logits.shape[1]))  # a counterfactual is never a right answer
+    image_to_text = F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
     return (image_to_text + text_to_image) / 2
 
 

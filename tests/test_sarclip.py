@@ -182,6 +182,70 @@ def test_captions_true_of_another_image_are_not_pushed_away_from_it():
     torch.testing.assert_close(identity, clip_loss(image, text, torch.tensor(10.0)))
 
 
+# Two images and their captions on the axes of the plane, so at scale 1 the logits are [[1, 0], [0, 1]];
+# image 0 also has a counterfactual caption ("five ships" for "three ships") at cosine 0.6 to it and a
+# masked slot; image 1's caption has no count, so it has none.
+UNIT_X, UNIT_Y = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+COUNTERFACTUALS = torch.tensor([[[0.6, 0.8], [9.0, 9.0]], [[9.0, 9.0], [9.0, 9.0]]])  # [B, K, D]; 9s: masked
+COUNTERFACTUAL_MASK = torch.tensor([[True, False], [False, False]])
+
+
+def test_a_counterfactual_caption_is_one_more_wrong_answer_for_its_own_image():
+    axes = torch.stack([UNIT_X, UNIT_Y])
+    loss = clip_loss(axes, axes, torch.tensor(1.0), None, COUNTERFACTUALS, COUNTERFACTUAL_MASK)
+    caption_finds_image = math.log(1 + math.exp(-1))  # -log(e^1 / (e^1 + e^0)), both captions
+    image_0_finds_caption = math.log(1 + math.exp(-1) + math.exp(0.6 - 1))  # its counterfactual joins the sum
+    image_1_finds_caption = math.log(1 + math.exp(-1))  # no counterfactual: as in plain CLIP
+    expected = ((image_0_finds_caption + image_1_finds_caption) / 2 + caption_finds_image) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_counterfactuals_all_masked_give_the_plain_loss():
+    torch.manual_seed(0)
+    image, text = F.normalize(torch.randn(8, 16), dim=-1), F.normalize(torch.randn(8, 16), dim=-1)
+    counterfactuals = F.normalize(torch.randn(8, 3, 16), dim=-1)
+    plain = clip_loss(image, text, 30.0)
+    none_exist = torch.zeros(8, 3, dtype=torch.bool)
+    # Equal up to rounding: the softmax sums run over 8 + 3 entries, the 3 of them exactly zero.
+    torch.testing.assert_close(clip_loss(image, text, 30.0, None, counterfactuals, none_exist), plain)
+    all_exist = torch.ones(8, 3, dtype=torch.bool)
+    torch.testing.assert_close(clip_loss(image, text, 30.0, None, counterfactuals, all_exist),
+                               clip_loss(image, text, 30.0, None, counterfactuals))  # no mask: all exist
+
+
+def test_a_counterfactual_only_pulls_on_its_own_image():
+    torch.manual_seed(0)
+    image, text = F.normalize(torch.randn(3, 4), dim=-1), F.normalize(torch.randn(3, 4), dim=-1)
+    counterfactuals = F.normalize(torch.randn(3, 2, 4), dim=-1)
+    only_image_0 = torch.zeros(3, 2, dtype=torch.bool)
+    only_image_0[0, 0] = True
+
+    def gradients(mask):
+        image_, counterfactuals_ = image.clone().requires_grad_(), counterfactuals.clone().requires_grad_()
+        clip_loss(image_, text, torch.tensor(10.0), None, counterfactuals_, mask).backward()
+        return image_.grad, counterfactuals_.grad
+
+    image_grad, counterfactual_grad = gradients(only_image_0)
+    # d loss / d counterfactual = (a positive weight) * image 0: it is pushed away from image 0 alone.
+    torch.testing.assert_close(F.normalize(counterfactual_grad[0, 0], dim=0), image[0])
+    assert (counterfactual_grad.flatten(0, 1)[1:] == 0).all()  # masked slots get no gradient
+    image_grad_without, _ = gradients(torch.zeros(3, 2, dtype=torch.bool))
+    torch.testing.assert_close(image_grad[1:], image_grad_without[1:])  # images 1 and 2 do not feel it
+    assert not torch.allclose(image_grad[0], image_grad_without[0])
+
+
+def test_counterfactuals_stay_wrong_answers_when_captions_are_shared():
+    axes = torch.stack([UNIT_X, UNIT_Y])
+    both_true_of_both = torch.ones(2, 2, dtype=torch.bool)  # e.g. both images are "two ships in open sea"
+    loss = clip_loss(axes, axes, torch.tensor(1.0), both_true_of_both, COUNTERFACTUALS, COUNTERFACTUAL_MASK)
+    # Targets are 1/2 on each of two logits 1 and 0, so each term is log(sum of e^logit) - 1/2.
+    caption_finds_image = math.log(math.exp(1) + 1) - 1 / 2
+    image_0_finds_caption = math.log(math.exp(1) + 1 + math.exp(0.6)) - 1 / 2  # 0.6: its counterfactual
+    image_1_finds_caption = math.log(math.exp(1) + 1) - 1 / 2
+    expected = ((image_0_finds_caption + image_1_finds_caption) / 2 + caption_finds_image) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- checkpoint loading
 
 def openai_like_model():
