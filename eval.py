@@ -4,7 +4,8 @@
 2. zero-shot classification  class names in SAR prompt templates; top-1, per class, confusion matrix
 3. few-shot classification   k = 1..16 images per class, logistic regression on frozen features
 4. linear probing            logistic regression on all training features, weight decay from validation
-5. object counting           SARCount: "a SAR image of {n} ships" for n = 1..10, the model picks n
+5. object counting           SARCount: "a SAR image of {n} ships" for n = 1..10, the model picks n;
+                             per true count, beside a uniform guess and the best constant count
 
     python eval.py --checkpoint out/ckpt.pt           # all five, on the held-out part of the run's data
     python eval.py --checkpoint out/ckpt.pt --chips-train mstar/17deg --chips-test mstar/15deg \
@@ -47,6 +48,7 @@ TEMPLATES = (
     "a radar scene of {}.",
 )
 COUNTS = range(1, 11)                 # SARCount: 1 to 10 targets of one class per image
+COUNT_METRICS = ("accuracy", "within1", "mae")  # exact count, within one object (percent); mean error (objects)
 FEW_SHOT_KS = (1, 2, 4, 8, 16)        # labelled images per class
 FEW_SHOT_SEEDS = range(5)             # which k images are drawn; mean and std over these draws
 FEW_SHOT_WEIGHT_DECAY = 1e-3          # fixed: with 1 image per class there is nothing to validate on
@@ -212,18 +214,54 @@ def classification_metrics(predictions, labels, num_classes):
             "confusion": confusion.tolist()}
 
 
-def counting_metrics(predicted, true):
-    """Exact accuracy, accuracy within one object, and mean absolute error (objects) of predicted counts.
+def baseline_key(baseline, metric):
+    """eval.json's name for a baseline's score: "chance" (accuracy), "chance_within1", "constant_mae", ..."""
+    return baseline if metric == "accuracy" else f"{baseline}_{metric}"
 
-    Each comes with its chance level: a number drawn uniformly from 1-10 for every image, against
-    these true counts (within one and the error depend on them: 1 and 10 have one neighbour only).
+
+def count_scores(error):
+    """Accuracy, within-one accuracy (percent) and mean absolute error (objects) of absolute count errors,
+    averaged over images (dim 0): [N] errors give 0-d tensors, [N, 10] (one column per guess) [10] each."""
+    error = error.double()
+    return {"accuracy": 100 * (error == 0).double().mean(0), "within1": 100 * (error <= 1).double().mean(0),
+            "mae": error.mean(0)}
+
+
+def scores_with_baselines(error, guess_error, constant):
+    """The model's scores on some images, a uniform guess's ("chance_...") and the constant's ("constant_...").
+
+    error [N]: the model's; guess_error [N, 10]: every guess's; constant: {metric: the count always answered}.
     """
-    error, n = (predicted - true).abs(), len(true)
-    guess_error = (torch.tensor(list(COUNTS))[None, :] - true[:, None]).abs().double()  # [N, every guess]
-    return {"accuracy": 100 * (error == 0).sum().item() / n, "within1": 100 * (error <= 1).sum().item() / n,
-            "mae": error.sum().item() / n, "chance": 100 / len(COUNTS),
-            "chance_within1": 100 * (guess_error <= 1).double().mean().item(),
-            "chance_mae": guess_error.mean().item()}
+    model, guess = count_scores(error), count_scores(guess_error)
+    out = {metric: model[metric].item() for metric in COUNT_METRICS}
+    out |= {baseline_key("chance", m): guess[m].mean().item() for m in COUNT_METRICS}  # exact: each guess 1/10
+    out |= {baseline_key("constant", m): guess[m][COUNTS.index(constant[m])].item() for m in COUNT_METRICS}
+    return out
+
+
+def counting_metrics(predicted, true):
+    """Counting scores (accuracy, within one, mean absolute error), overall and per true count, with two baselines.
+
+    chance: a number drawn uniformly from 1-10 for every image, its expected scores computed exactly
+    (within one and the error depend on the true counts: 1 and 10 have one neighbour only).
+    constant: one count answered for every image, the best one for each metric, picked with these very
+    test labels (the most common count for accuracy, a median for the error): an upper bound on any
+    constant guess, since no real guesser knows the test labels. It is the bar for the error: a model
+    that answers one middle number for every image already keeps its error small.
+    Also per_count {"n": these scores on the images with n targets, and "images"}, and the count
+    confusion matrix (rows: true count 1-10, columns: predicted).
+    """
+    error = (predicted - true).abs()
+    guess_error = (torch.tensor(list(COUNTS))[None, :] - true[:, None]).abs()  # [N, 10]: always guessing g
+    every_guess = count_scores(guess_error)  # each metric: [10], one per constant guess
+    constant = {metric: COUNTS[every_guess[metric].argmax()] for metric in ("accuracy", "within1")}
+    constant["mae"] = COUNTS[every_guess["mae"].argmin()]  # ties: the first, the smaller count
+    per_count = {str(n): {"images": int(mask.sum()),
+                          **scores_with_baselines(error[mask], guess_error[mask], constant)}
+                 for n in COUNTS if (mask := true == n).any()}
+    confusion = classification_metrics(predicted - 1, true - 1, len(COUNTS))["confusion"]  # counts 1-10: classes 0-9
+    return {"images": len(true), **scores_with_baselines(error, guess_error, constant), "constant_count": constant,
+            "per_count": per_count, "confusion": confusion}
 
 
 def fit_logistic_regression(features, labels, num_classes, weight_decay, max_iter=200):
@@ -346,7 +384,8 @@ def counting(model, tokenizer, entries, reader=None, batch_size=64):
     """SARCount: each image (1-10 targets of one class) picks the best of ten prompts, one per number.
 
     The prompts differ only in the number ("a SAR image of {n} ships."), so only the model's sense of
-    how many targets it sees can choose between them.
+    how many targets it sees can choose between them. Returns counting_metrics' scores and
+    "predictions": one {"image", "category", "true", "predicted"} per image.
     """
     categories = sorted({next(iter(entry["counts"])) for entry in entries})
     prompts = [count_prompt(n, category) for category in categories for n in COUNTS]
@@ -356,7 +395,9 @@ def counting(model, tokenizer, entries, reader=None, batch_size=64):
     similarity = torch.einsum("nd,nkd->nk", image, own)
     predicted = torch.tensor(list(COUNTS))[similarity.argmax(dim=1)]
     true = torch.tensor([next(iter(entry["counts"].values())) for entry in entries])
-    return counting_metrics(predicted, true)
+    predictions = [{"image": str(entry["image"]), "category": next(iter(entry["counts"])), "true": t, "predicted": p}
+                   for entry, t, p in zip(entries, true.tolist(), predicted.tolist())]  # kept to look into
+    return {**counting_metrics(predicted, true), "predictions": predictions}
 
 
 def retrieval(model, tokenizer, entries, reader=None, batch_size=64):
@@ -522,8 +563,9 @@ def describe(sets):
 
 # ----------------------------------------------------------------------------- plots and the table
 
-def plot_confusion(confusion, class_names, path, title="zero-shot confusion"):
-    """The zero-shot confusion matrix, rows (true class) normalised to percentages, counts written in."""
+def plot_confusion(confusion, class_names, path, title="zero-shot confusion", what="class"):
+    """A confusion matrix (of classes, or of counts), rows (the true one) normalised to percentages,
+    counts written in, the diagonal (right answers) dotted."""
     import matplotlib.pyplot as plt
     counts = torch.tensor(confusion, dtype=torch.float)
     percent = 100 * counts / counts.sum(1, keepdim=True).clamp(min=1)
@@ -535,9 +577,11 @@ def plot_confusion(confusion, class_names, path, title="zero-shot confusion"):
         if n:
             colour = "white" if percent[i, j] > 50 else "black"
             ax.text(j, i, int(n), ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.plot([-0.5, len(counts) - 0.5], [-0.5, len(counts) - 0.5], color="gray", lw=0.8, ls=":")
+    lean = max(map(len, class_names)) > 2  # words lean to fit under their column; numbers stand
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45 if lean else 0, ha="right" if lean else "center")
     ax.set_yticks(range(len(class_names)), class_names)
-    ax.set(xlabel="predicted class", ylabel="true class", title=f"{title} (colour: row %)")
+    ax.set(xlabel=f"predicted {what}", ylabel=f"true {what}", title=f"{title} (colour: row %)")
     fig.colorbar(shown, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -583,8 +627,16 @@ def chance_level(results, block, key):
     if block in ("zero_shot", "few_shot", "linear_probe"):  # one guess among the classes
         return results.get("linear_probe", results.get("zero_shot", {})).get("chance")
     if block == "counting":
-        return results.get("counting", {}).get({"accuracy": "chance", "within1": "chance_within1",
-                                                 "mae": "chance_mae"}[key])
+        return results.get("counting", {}).get(baseline_key("chance", key))
+    return None
+
+
+def constant_level(results, block, key):
+    """The score of the best single answer given to every test image (picked with the test labels), or None."""
+    if block in ("zero_shot", "few_shot", "linear_probe"):  # the commonest test class, for all three
+        return results.get("zero_shot", {}).get("majority")
+    if block == "counting":
+        return results.get("counting", {}).get(baseline_key("constant", key))
     return None
 
 
@@ -598,20 +650,41 @@ def cell(value, digits=1):
 
 
 def format_table(results):
-    """The evaluation table: one row per metric, one column per model, chance at the right."""
+    """The evaluation table: one row per metric, one column per model, chance and the best constant at the right."""
     names = list(results)
-    header = f"{'task':<13}{'metric':<18}" + "".join(f"{n:>12}" for n in names) + f"{'chance':>10}"
+    header = f"{'task':<13}{'metric':<18}" + "".join(f"{n:>12}" for n in names) + f"{'chance':>10}{'constant':>10}"
     lines = [header, "-" * len(header)]
     first = results[names[0]]
     for task, metric, block, key in ROWS:
         if not any(block in r for r in results.values()):
             continue
         values = [r.get(block, {}).get(key) for r in results.values()]
-        chance = chance_level(first, block, key)
+        levels = [chance_level(first, block, key), constant_level(first, block, key)]
         digits = 2 if key == "mae" else 1
         lines.append(f"{task:<13}{metric:<18}" + "".join(f"{cell(v, digits):>12}" for v in values)
-                     + f"{'' if chance is None else cell(chance, digits):>10}")
+                     + "".join(f"{'' if v is None else cell(v, digits):>10}" for v in levels))
     lines.append("chance: a random ranking (retrieval), a uniform guess among the classes or from 1-10 (counting)")
+    lines.append("constant: the one answer for every image that scores best, picked with the test labels: the")
+    lines.append("          commonest class; in counting the commonest count (accuracy), a median count (MAE)")
+    return "\n".join(lines)
+
+
+def format_counting(results):
+    """Counting by true count: the first model's accuracy, within one and MAE, then every other model's
+    and the two baselines' MAE; one row per true count present, then all images."""
+    counting = {name: r["counting"] for name, r in results.items() if "counting" in r}
+    first, *others = counting
+    columns = [*others, f"always {counting[first]['constant_count']['mae']}", "uniform"]
+    header = (f"{'true':>5}{'images':>8}{'accuracy':>10}{'within1':>9}{'MAE':>7}  |"
+              + "".join(f"{c:>11}" for c in columns))
+    lines = [f"counting by true count: {first}'s accuracy and within one (%), then MAE (objects) of each", header,
+             "-" * len(header)]
+    rows = [(n, {name: c["per_count"][n] for name, c in counting.items()}) for n in counting[first]["per_count"]]
+    for label, row in [*rows, ("all", counting)]:  # the whole set's scores have the keys of each count's
+        mine = row[first]
+        maes = [row[name]["mae"] for name in others] + [mine["constant_mae"], mine["chance_mae"]]
+        lines.append(f"{label:>5}{mine['images']:>8}{mine['accuracy']:>10.1f}{mine['within1']:>9.1f}"
+                     f"{mine['mae']:>7.2f}  |" + "".join(f"{m:>11.2f}" for m in maes))
     return "\n".join(lines)
 
 
@@ -735,12 +808,14 @@ def main(argv=None):
               "data": describe(sets), "seconds": seconds}
     write_outputs(report, results, sets, Path(args.out or Path(args.checkpoint).parent))
     print(format_table(results))
+    if "counting" in report:
+        print(format_counting(results))
     print(f"evaluated {len(models)} model(s) in {seconds:.1f} s")
     return report
 
 
 def write_outputs(report, results, sets, out):
-    """eval.json, zero_shot_confusion.png and few_shot.png in the output folder."""
+    """eval.json, zero_shot_confusion.png, few_shot.png and counting_confusion.png in the output folder."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(report, indent=2))
     written = [out / "eval.json"]
@@ -752,6 +827,12 @@ def write_outputs(report, results, sets, out):
         curves = {name: r["few_shot"] for name, r in results.items() if "few_shot" in r}
         plot_few_shot(curves, chance_level(report, "few_shot", "1"), out / "few_shot.png")
         written.append(out / "few_shot.png")
+    if "counting" in report:
+        counting = report["counting"]
+        plot_confusion(counting["confusion"], [str(n) for n in COUNTS], out / "counting_confusion.png",
+                       f"counting: {counting['accuracy']:.1f}% exact, MAE {counting['mae']:.2f} "
+                       f"(always {counting['constant_count']['mae']}: {counting['constant_mae']:.2f})", what="count")
+        written.append(out / "counting_confusion.png")
     print("wrote " + ", ".join(map(str, written)))
 
 

@@ -93,6 +93,53 @@ def test_counting_metrics_known_case():
     assert m["chance_mae"] == pytest.approx((4.5 + 3.7 + 2.7 + 4.5) / 4)
 
 
+def test_counting_baselines_known_case():
+    true = torch.tensor([1, 1, 1, 2, 5])
+    m = evaluation.counting_metrics(torch.tensor([1, 1, 3, 2, 9]), true)  # errors 0, 0, 2, 0, 4
+    assert (m["images"], m["accuracy"], m["within1"], m["mae"]) == (5, 60, 60, pytest.approx(1.2))
+    # Always answering 1, the most common count: right 3 times in 5, within one 4 times, errors 0+0+0+1+4.
+    assert m["constant_count"] == {"accuracy": 1, "within1": 1, "mae": 1}
+    assert (m["constant"], m["constant_within1"], m["constant_mae"]) == (60, 80, pytest.approx(1.0))
+    # A uniform guess from 1-10: right 1 time in 10; within one of 1 two times in 10, of 2 and 5 three times;
+    # mean error 4.5 from 1, (1 + 0 + 1 + ... + 8) / 10 = 3.7 from 2, (4+3+2+1+0+1+2+3+4+5) / 10 = 2.5 from 5.
+    assert m["chance"] == pytest.approx(10)
+    assert m["chance_within1"] == pytest.approx(100 * (2 + 2 + 2 + 3 + 3) / 50)
+    assert m["chance_mae"] == pytest.approx((3 * 4.5 + 3.7 + 2.5) / 5)
+
+
+def test_best_constant_count_differs_by_metric():
+    # Counts 1, 1, 4, 5, 6: the most common is 1 (40% right), but always 5 is within one of 4, 5 and 6
+    # (60%), and always 4, the median, errs by 3+3+0+1+2 = 9 in all: MAE 1.8, against 2.4 for always 1.
+    m = evaluation.counting_metrics(torch.tensor([1, 1, 1, 1, 1]), torch.tensor([1, 1, 4, 5, 6]))
+    assert m["constant_count"] == {"accuracy": 1, "within1": 5, "mae": 4}
+    assert (m["constant"], m["constant_within1"], m["constant_mae"]) == (40, 60, pytest.approx(1.8))
+    assert m["mae"] == pytest.approx(2.4)  # a model always answering 1 does worse than the constant bar
+
+
+def test_counting_per_true_count_and_tables():
+    m = evaluation.counting_metrics(torch.tensor([1, 1, 3, 2, 9]), torch.tensor([1, 1, 1, 2, 5]))
+    assert set(m["per_count"]) == {"1", "2", "5"}  # only the counts that occur
+    one, five = m["per_count"]["1"], m["per_count"]["5"]
+    # True count 1: three images, predicted 1, 1 and 3; a uniform guess is within one 2 times in 10, off by 4.5.
+    assert one["images"] == 3 and one["accuracy"] == one["within1"] == pytest.approx(200 / 3)
+    assert one["mae"] == pytest.approx(2 / 3) and one["constant_mae"] == 0  # always 1 is right for all three
+    assert (one["chance_within1"], one["chance_mae"]) == (pytest.approx(20), pytest.approx(4.5))
+    # True count 5: one image, predicted 9; a uniform guess is within one 3 times in 10, off by 2.5; always 1 by 4.
+    assert (five["images"], five["accuracy"], five["mae"], five["constant_mae"]) == (1, 0, 4, 4)
+    assert (five["chance_within1"], five["chance_mae"]) == (pytest.approx(30), pytest.approx(2.5))
+    assert m["confusion"][0][:3] == [2, 0, 1] and m["confusion"][4][8] == 1  # true 1: twice 1, once 3; 5 -> 9
+    results = {"checkpoint": {"counting": m}}
+    rows = {line.split()[0]: line.split()[1:] for line in evaluation.format_counting(results).splitlines()[3:]}
+    # true count: images, accuracy, within one, MAE | MAE of always 1, MAE of a uniform guess
+    assert rows["1"] == ["3", "66.7", "66.7", "0.67", "|", "0.00", "4.50"]
+    assert rows["5"] == ["1", "0.0", "0.0", "4.00", "|", "4.00", "2.50"]
+    assert rows["all"] == ["5", "60.0", "60.0", "1.20", "|", "1.00", "3.94"]
+    table = evaluation.format_table(results).splitlines()
+    assert table[0].split()[-2:] == ["chance", "constant"]
+    assert table[2].split()[-3:] == ["60.0", "10.0", "60.0"]  # accuracy: model, chance, always 1
+    assert table[4].split()[-3:] == ["1.20", "3.94", "1.00"]  # MAE
+
+
 def test_count_prompts_read_like_d2c_captions():
     assert evaluation.count_prompt(1, "ship") == "a SAR image of one ship."
     assert evaluation.count_prompt(3, "ship") == "a SAR image of three ships."
@@ -167,7 +214,7 @@ TINY = dict(embed_dim=16, image_size=32, patch_size=8, in_channels=1, vision_wid
 EVAL_KEYS = {"retrieval": {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mean_recall",
                            "chance_mean_recall"},
              "zero_shot": {"top1", "chance"}, "linear_probe": {"top1"},
-             "counting": {"accuracy", "within1", "mae", "chance"}}
+             "counting": {"accuracy", "within1", "mae", "chance", "chance_within1", "constant", "constant_within1"}}
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +257,7 @@ def run(tmp_path_factory, synthetic):
     return ckpt
 
 
-def test_all_five_tasks_end_to_end(run, synthetic, tmp_path):
+def test_all_five_tasks_end_to_end(run, synthetic, tmp_path, capsys):
     out = tmp_path / "eval"
     report = evaluation.main(["--checkpoint", str(run), "--data", str(synthetic["scenes"]),
                               "--counting", str(synthetic["count"]), "--chips", str(synthetic["chips"]),
@@ -228,7 +275,26 @@ def test_all_five_tasks_end_to_end(run, synthetic, tmp_path):
         assert set(results["few_shot"]) == {"1", "2", "4", "8", "16"} and results["few_shot"]["16"] is None
         assert all(0 <= v["mean"] <= 100 and v["std"] >= 0 for k, v in results["few_shot"].items() if k != "16")
     assert written["zero_shot"]["chance"] == pytest.approx(100 / 6)  # six chip classes
-    assert written["counting"]["chance"] == 10
+    assert written["counting"]["chance"] == pytest.approx(10)
+    assert "counting by true count" in capsys.readouterr().out
+
+
+def test_counting_keeps_every_prediction(run, synthetic, tmp_path):
+    out = tmp_path / "eval"
+    evaluation.main(["--checkpoint", str(run), "--counting", str(synthetic["count"]), "--tasks", "counting",
+                     "--baselines", "untrained", "--out", str(out)])
+    assert (out / "counting_confusion.png").is_file()
+    written = json.loads((out / "eval.json").read_text())
+    entries = data.sarcount_entries(evaluation.held_out_entries([synthetic["count"]]))
+    for counting in (written["counting"], written["baselines"]["untrained"]["counting"]):
+        predictions = counting["predictions"]
+        assert [p["image"] for p in predictions] == [str(e["image"]) for e in entries]
+        assert [{p["category"]: p["true"]} for p in predictions] == [e["counts"] for e in entries]
+        assert all(p["predicted"] in evaluation.COUNTS for p in predictions)
+        # The scores are those of the predictions kept: nothing else went into them.
+        right = sum(p["predicted"] == p["true"] for p in predictions)
+        assert counting["accuracy"] == pytest.approx(100 * right / len(predictions))
+        assert sum(c["images"] for c in counting["per_count"].values()) == counting["images"] == len(entries)
 
 
 def test_evaluation_is_deterministic(run, synthetic, tmp_path):
