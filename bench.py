@@ -235,8 +235,92 @@ def plot_anyreader_cost(cells, sides, path):
     plt.close(fig)
 
 
+# Loading huge TIFFs: one load of a square uint16 scene per side, each in a fresh process (see tiff_cell).
+TIFF_SIDES = (1024, 2048, 4096, 8192, 16384)
+
+
+def sar_bands(side, height=256):
+    """A side x side SAR-like uint16 scene, 256 rows at a time: a smooth gradient (DN 50 to 500, as in
+    Sentinel-1 GRD products) times 4-look gamma speckle, seeded per band, so the same pixels come out
+    every time and no scene is ever held whole."""
+    import numpy as np
+    for top in range(0, side, height):
+        rows, cols = np.ogrid[top:top + height, 0:side]
+        speckle = np.random.default_rng((side, top)).gamma(4, 1 / 4, (height, side))
+        yield np.clip((50 + 450 * (rows + cols) / (2 * side)) * speckle, 0, 65535).astype(np.uint16)
+
+
+def scene_tiff(side, tiled=True):
+    """The cached test scene (under the temp dir), written on first use: 256 x 256 tiles, deflate; or
+    uncompressed strips of 256 rows, which the reader reads a strip at a time. tifffile writes from an iterator of
+    tiles, or of raw strip bytes, one at a time."""
+    import tempfile
+    from pathlib import Path
+
+    import tifffile
+    path = Path(tempfile.gettempdir()) / "sarclip_bench_tiff" / f"{side}_{'tiled_zlib' if tiled else 'strips_raw'}.tif"
+    if path.is_file():
+        with tifffile.TiffFile(path) as tif:
+            if tif.pages.first.shape == (side, side):
+                return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start, part = time.perf_counter(), path.with_suffix(".part")
+    if tiled:
+        tiles = (band[:, left:left + 256] for band in sar_bands(side) for left in range(0, side, 256))
+        tifffile.imwrite(part, tiles, shape=(side, side), dtype="uint16", tile=(256, 256), compression="zlib")
+    else:
+        tifffile.imwrite(part, (band.tobytes() for band in sar_bands(side)), shape=(side, side), dtype="uint16",
+                         rowsperstrip=256)
+    part.rename(path)
+    print(f"tiff        wrote {path} in {time.perf_counter() - start:.1f} s")
+    return path
+
+
+def tiff_cell(path, max_side=896):
+    """Prints {seconds, mb, shape} for one data.load_sar_image(path, max_side=896), for bench_tiff.
+
+    Memory is the peak resident set during the load above the resident set just before it (after the
+    imports and a warm-up load of a small TIFF, so that lazy imports do not count; clear_refs resets the
+    peak). A fresh process per file keeps one load's freed memory from hiding the next one's growth.
+    """
+    import json
+    from pathlib import Path
+
+    import data
+    data.load_sar_image(scene_tiff(256), max_side=64)
+    Path("/proc/self/clear_refs").write_text("5")  # peak resident set := resident set now
+    before = resident_kb("VmRSS")
+    start = time.perf_counter()
+    image = data.load_sar_image(path, max_side=max_side)
+    seconds, mb = time.perf_counter() - start, (resident_kb("VmHWM") - before) / 1024
+    print(json.dumps({"seconds": seconds, "mb": mb, "shape": list(image.shape)}))
+
+
+def bench_tiff(sides=TIFF_SIDES):
+    """Time and peak memory of data.load_sar_image(max_side=896) on tiled deflate uint16 TIFFs, 1k to
+    16k a side, and on one uncompressed striped 8k TIFF: a reader that multi-looks tile by tile keeps
+    memory flat whatever the file size. Files come from the page cache (just written or read before)."""
+    import json
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent
+    scene_tiff(256)  # the warm-up file every cell loads first
+    files = [(side, tiled, scene_tiff(side, tiled)) for side, tiled in [(s, True) for s in sides] + [(8192, False)]]
+    print("tiff        data.load_sar_image(path, max_side=896), one load per fresh process; "
+          "peak MB above the process before the load\n")
+    print("| TIFF | side (px) | megapixels | file MB (raw MB) | load s | peak MB | output |\n" + "|---" * 7 + "|")
+    for side, tiled, path in files:
+        code = f"import bench; bench.tiff_cell({str(path)!r})"
+        out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+        cell = json.loads(out.stdout.splitlines()[-1])
+        layout = "256x256 tiles, deflate" if tiled else "strips, uncompressed"
+        print(f"| {layout} | {side} | {side * side / 1e6:,.0f} | {path.stat().st_size / 1e6:,.0f} "
+              f"({2 * side * side / 1e6:,.0f}) | {cell['seconds']:.2f} | {cell['mb']:,.0f} | "
+              f"{'x'.join(map(str, cell['shape']))} |")
+
+
 SECTIONS = {"train_step": bench_train_step, "d2c": bench_d2c, "loading": bench_loading, "eval": bench_eval,
-            "anyreader": bench_anyreader}
+            "anyreader": bench_anyreader, "tiff": bench_tiff}
 
 if __name__ == "__main__":
     unknown = [name for name in sys.argv[1:] if name not in SECTIONS]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tifffile
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -88,9 +89,10 @@ class Record:
     width: int | None               # pixels; None until read off the image (build_manifest does)
     height: int | None
     objects: list = field(default_factory=list)  # {"category", "box": [x0, y0, x1, y1], "polygon"?, "near_coast"?}
-    source: str = ""                # the detection set, e.g. "HRSID"
+    source: str = ""                # the set's name when the user gave one ("HRSID=coco:..."), for captions
     pixel_spacing: float | None = None  # metres per pixel, when the annotation says
     scene: str | None = None        # "offshore", "inshore" or None
+    annotation: str = ""            # the annotation file it came from, for the build report
 
     def to_d2c(self):
         """The plain dict d2c.captions reads (polygons left out)."""
@@ -126,11 +128,21 @@ def positive_or_none(text):
     return value if math.isfinite(value) and value > 0 else None
 
 
+def read_text(path):
+    """A text file's contents; a UTF-8 byte-order mark (files saved by Windows tools) is dropped."""
+    return Path(path).read_text(encoding="utf-8-sig")
+
+
+def is_bare_number(name):
+    """True for a class that is only a number ("3", "07", "2.0"): an id nobody named."""
+    return re.fullmatch(r"\d+(\.\d*)?", str(name).strip()) is not None
+
+
 def read_class_list(path):
     """{name as in the annotations: class name} from lines "0 2S1" or "other aircraft"; a line
     holding one name only (YOLO's obj.names) gets its line number as id."""
     names = {}
-    for number, line in enumerate(Path(path).read_text().splitlines()):
+    for number, line in enumerate(read_text(path).splitlines()):
         parts = line.split(maxsplit=1)
         if len(parts) == 2:
             names[parts[0]] = parts[1].strip()
@@ -161,19 +173,47 @@ def find_image(roots, name):
     return Path(roots[0]) / IMAGE_FOLDERS[0] / name
 
 
+def rotated_corners(cx, cy, w, h, angle):
+    """The four corners [x1, y1, ..., x4, y4] of a w x h box centred at (cx, cy), its w side turned
+    angle radians from the x axis (clockwise on screen, since y points down)."""
+    c, s = math.cos(angle), math.sin(angle)
+    return [v for u, t in ((-w, -h), (w, -h), (w, h), (-w, h)) for v in (cx + (u * c - t * s) / 2, cy + (u * s + t * c) / 2)]
+
+
+def numbers(node, keys):
+    """The float values of node's child tags keys; ValueError naming the first one missing."""
+    texts = [node.findtext(k) for k in keys]
+    if None in texts:
+        raise ValueError(f"<{node.tag}> has no <{keys[texts.index(None)]}>")
+    return [float(t) for t in texts]
+
+
+CORNER_KEYS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
+
+
 def voc_box(obj):
-    """([x0, y0, x1, y1], polygon or None) of a VOC <object>: <bndbox>, <robndbox> or <polygon>."""
-    if (box := obj.find("bndbox")) is not None:  # some releases write floats: "12.0"
-        return [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")], None
-    if (rbox := obj.find("robndbox")) is not None:  # rotated box: centre, size, angle in radians
-        cx, cy, w, h, angle = (float(rbox.findtext(k)) for k in ("cx", "cy", "w", "h", "angle"))
-        c, s = math.cos(angle), math.sin(angle)
-        polygon = [v for u, t in ((-w, -h), (w, -h), (w, h), (-w, h))
-                   for v in (cx + (u * c - t * s) / 2, cy + (u * s + t * c) / 2)]
+    """([x0, y0, x1, y1], polygon or None) of a VOC <object>; the box is the polygon's extent.
+
+    - <bndbox>: xmin ymin xmax ymax (some releases write floats: "12.0").
+    - <rotated_bndbox>, the official SSDD release: the corners x1 y1 ... x4 y4 when present, else
+      rotated_bbox_cx/cy/w/h and rotated_bbox_theta in DEGREES (w turned theta from the x axis).
+    - <robndbox>, roLabelImg (also used for HRSC2016-style sets): cx cy w h and angle in RADIANS.
+    - <polygon>: x1 y1 ... x4 y4.
+    """
+    if (box := obj.find("bndbox")) is not None:
+        return numbers(box, ("xmin", "ymin", "xmax", "ymax")), None
+    if (rbox := obj.find("rotated_bndbox")) is not None:
+        if all(rbox.find(k) is not None for k in CORNER_KEYS):
+            polygon = numbers(rbox, CORNER_KEYS)
+        else:
+            cx, cy, w, h, theta = numbers(rbox, [f"rotated_bbox_{k}" for k in ("cx", "cy", "w", "h", "theta")])
+            polygon = rotated_corners(cx, cy, w, h, math.radians(theta))
+    elif (rbox := obj.find("robndbox")) is not None:
+        polygon = rotated_corners(*numbers(rbox, ("cx", "cy", "w", "h", "angle")))
     elif (poly := obj.find("polygon")) is not None:
-        polygon = [float(poly.findtext(f"{axis}{i}")) for i in range(1, 5) for axis in "xy"]
+        polygon = numbers(poly, CORNER_KEYS)
     else:
-        raise ValueError("an object has no <bndbox>, <robndbox> or <polygon>")
+        raise ValueError("an object has no <bndbox>, <rotated_bndbox>, <robndbox> or <polygon>")
     return polygon_box(polygon), polygon
 
 
@@ -189,14 +229,14 @@ def parse_voc(path, folder, classes=None):
                      for k in ("width", "height"))
     scene = root.findtext("scene")
     return Record(str(find_image([folder], root.findtext("filename") or path.stem)), width, height, objects,
-                  folder.name, positive_or_none(root.findtext("pixel_spacing")),
-                  scene if scene in ("offshore", "inshore") else None)
+                  pixel_spacing=positive_or_none(root.findtext("pixel_spacing")),
+                  scene=scene if scene in ("offshore", "inshore") else None, annotation=str(path))
 
 
 def read_voc(folder, classes=None, problems=None):
     """Pascal VOC (SSDD, HRSID, AIR-SARShip, SAR-AIRcraft): folder/Annotations/*.xml, images in JPEGImages/.
 
-    Also reads sarclip's extra tags <pixel_spacing> (metres/pixel), <scene> and per object <near_coast>.
+    Boxes may be axis-aligned or rotated (voc_box lists the conventions). Also reads sarclip's extra tags <pixel_spacing> (metres/pixel), <scene> and per object <near_coast>.
     """
     folder, problems = Path(folder), [] if problems is None else problems
     records = []
@@ -209,10 +249,14 @@ def read_voc(folder, classes=None, problems=None):
 
 
 def read_coco(path, classes=None, problems=None):
-    """COCO JSON (HRSID, SARDet-100K, SADD): [x, y, w, h] boxes; images beside the JSON or one folder up."""
+    """COCO JSON (HRSID, SARDet-100K, SADD): [x, y, w, h] boxes; images beside the JSON or one folder up.
+
+    An annotation whose category_id is not among the declared categories is dropped, and a crowd
+    region (iscrowd: 1, many objects under one mask) is not counted as an object: both are reported.
+    """
     path, problems = Path(path), [] if problems is None else problems
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
         names = {c["id"]: c["name"] for c in data.get("categories", [])}
         per_image = {}
         for ann in data.get("annotations", []):
@@ -226,13 +270,18 @@ def read_coco(path, classes=None, problems=None):
         try:
             objects = []
             for ann in per_image.get(info["id"], []):
-                x, y, w, h = ann["bbox"]
-                segmentation = ann.get("segmentation")
-                polygon = segmentation[0] if isinstance(segmentation, list) and segmentation else None
-                objects.append(make_object(names.get(ann["category_id"], ann["category_id"]),
-                                           [x, y, x + w, y + h], classes, polygon))
+                where = f"{path}: image {info['file_name']}, annotation {ann.get('id')}"
+                if ann["category_id"] not in names:
+                    problems.append(("undeclared COCO category dropped", f"{where}: category_id {ann['category_id']}"))
+                elif ann.get("iscrowd"):
+                    problems.append(("COCO crowd region not counted", where))
+                else:
+                    x, y, w, h = ann["bbox"]
+                    segmentation = ann.get("segmentation")
+                    polygon = segmentation[0] if isinstance(segmentation, list) and segmentation else None
+                    objects.append(make_object(names[ann["category_id"]], [x, y, x + w, y + h], classes, polygon))
             image = find_image([path.parent, path.parent.parent], info["file_name"])
-            records.append(Record(str(image), info.get("width"), info.get("height"), objects, path.parent.name))
+            records.append(Record(str(image), info.get("width"), info.get("height"), objects, annotation=str(path)))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             problems.append(("malformed annotation", f"{path}: image {info!r:.80}: {error}"))
     return records
@@ -247,22 +296,24 @@ def label_files(folder, subfolder):
 def read_yolo(folder, classes=None, problems=None):
     """YOLO: a labels/*.txt per image, lines "class cx cy w h" in fractions of the image size.
 
-    The image size comes from the image's header: Pillow reads it without decoding pixels.
+    The image size comes from the image itself (image_size).
     """
     folder, problems = Path(folder), [] if problems is None else problems
     labels, paths = label_files(folder, "labels")
     records = []
     for path in paths:
         image = find_image([folder], path.relative_to(labels).with_suffix(""))
+        if not image.is_file():
+            problems.append(("missing image", f"{path}: no image {image}"))
+            continue
         try:
-            with Image.open(image) as opened:
-                width, height = opened.size
-        except (OSError, ValueError) as error:
-            problems.append(("missing image" if not image.is_file() else "corrupt image", f"{path}: {error}"))
+            width, height = image_size(image)
+        except SARDataError as error:
+            problems.append(("corrupt image", f"{path}: {error}"))
             continue
         try:
             objects = []
-            for line in path.read_text().splitlines():
+            for line in read_text(path).splitlines():
                 if not (parts := line.split()):
                     continue
                 values = [float(v) * (width if i % 2 == 0 else height) for i, v in enumerate(parts[1:])]
@@ -274,7 +325,7 @@ def read_yolo(folder, classes=None, problems=None):
         except (ValueError, OSError) as error:
             problems.append(("malformed annotation", f"{path}: {error}"))
             continue
-        records.append(Record(str(image), width, height, objects, folder.name))
+        records.append(Record(str(image), width, height, objects, annotation=str(path)))
     return records
 
 
@@ -289,7 +340,7 @@ def read_dota(folder, classes=None, problems=None):
     for path in paths:
         try:
             spacing, objects = None, []
-            for line in path.read_text().splitlines():
+            for line in read_text(path).splitlines():
                 key, colon, value = line.partition(":")
                 if colon:  # a header line
                     spacing = positive_or_none(value) if key.strip().lower() == "gsd" else spacing
@@ -302,7 +353,7 @@ def read_dota(folder, classes=None, problems=None):
             problems.append(("malformed annotation", f"{path}: {error}"))
             continue
         image = find_image([folder], path.relative_to(labels).with_suffix(""))
-        records.append(Record(str(image), None, None, objects, folder.name, spacing))
+        records.append(Record(str(image), None, None, objects, pixel_spacing=spacing, annotation=str(path)))
     return records
 
 
@@ -312,6 +363,9 @@ READERS = {"voc": read_voc, "coco": read_coco, "yolo": read_yolo, "dota": read_d
 # ---- SAR pixels ---------------------------------------------------------------------------------------
 
 PERCENTILES = (1.0, 99.0)  # a high-dynamic-range image's log scale is clipped here, then mapped to [0, 1]
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # TIFF and BigTIFF, either byte order
+BLOCK_PIXELS = 1 << 18  # an uncompressed TIFF is read about this many pixels at a time
+BLOCK_BYTES = 1 << 22   # and a compressed one about this many compressed bytes at a time (tifffile's default: 256 MB)
 
 
 @contextmanager
@@ -325,6 +379,19 @@ def pillow_limits(off):
         Image.MAX_IMAGE_PIXELS = saved
 
 
+def reduced_size(height, width, max_side):
+    """(height, width) with the longer side brought down to max_side; unchanged when already within."""
+    scale = max(height, width) / max_side if max_side else 1
+    return (height, width) if scale <= 1 else (max(1, round(height / scale)), max(1, round(width / scale)))
+
+
+def pool(values, size):
+    """float [H, W] averaged down to size (h, w) with area weights (exact when h, w divide H, W)."""
+    if tuple(values.shape) == tuple(size):
+        return values
+    return F.adaptive_avg_pool2d(torch.from_numpy(values)[None], size)[0].numpy()
+
+
 def gray_pixels(image):
     """(float32 [H, W], is_high_dynamic_range) of an opened image; colour-encoded gray -> channel mean."""
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # 16/32-bit integers, float: raw values
@@ -334,13 +401,104 @@ def gray_pixels(image):
     return np.asarray(image.convert("RGB"), dtype=np.float32).mean(axis=2) / 255, False  # RGB(A), P, LA, 1
 
 
-def shrink(pixels, max_side):
-    """Pixels averaged down until the longer side is max_side (on linear intensity, this is multi-looking)."""
-    scale = max(pixels.shape) / max_side
-    if scale <= 1:
-        return pixels
-    size = [max(1, round(side / scale)) for side in pixels.shape]
-    return F.adaptive_avg_pool2d(torch.from_numpy(pixels)[None], size)[0].numpy()
+def read_with_pillow(path, max_side=None):
+    """(float32 [H, W], is_high_dynamic_range) of a JPEG, PNG or BMP, averaged down to max_side.
+
+    A JPEG decodes straight to gray (its luma: gray stored as RGB has equal channels, so luma is that
+    gray) at 1/2 to 1/8 scale when max_side allows (Image.draft), so a huge JPEG is never whole in
+    memory; other formats decode whole, then are averaged down.
+    """
+    with pillow_limits(off=max_side is not None), Image.open(path) as image:
+        height, width = reduced_size(image.height, image.width, max_side)
+        if image.format == "JPEG":
+            image.draft("L", (width, height))
+        pixels, high_dynamic_range = gray_pixels(image)
+    return pool(pixels, reduced_size(*pixels.shape, max_side)), high_dynamic_range
+
+
+def is_tiff(path):
+    """True when the file starts like a TIFF or BigTIFF (GeoTIFFs and COGs are TIFFs)."""
+    with open(path, "rb") as f:
+        return f.read(4) in TIFF_SIGNATURES
+
+
+def tiff_page(tif, path):
+    """The first image of an open tifffile.TiffFile; SARDataError unless its samples are numbers."""
+    page = tif.pages.first
+    if page.dtype is None or page.dtype.kind not in "uifc":
+        kind = getattr(page.sampleformat, "name", page.sampleformat)
+        raise SARDataError(f"cannot read SAR image {path}: TIFF sample type {kind} {page.bitspersample}-bit "
+                           "is not supported (integer, float and complex samples are)")
+    return page
+
+
+def tiff_blocks(page):
+    """(row, col, samples [h, w, S]) over a TIFF image, a block at a time: what keeps memory bounded.
+
+    Uncompressed samples stored as numpy stores them are read straight from the file in strips of
+    about BLOCK_PIXELS (plain reads, not a memory map, whose pages would count as resident memory);
+    anything else (compressed, complex integer, odd bit depths) is decoded by tifffile a few tiles or
+    strips at a time. Of planar data (one plane per band) only plane 0 is read.
+    """
+    height, width, samples_per_pixel = page.imagelength, page.imagewidth, page.shaped[-1]
+    if page.is_contiguous and page.dtype.itemsize * 8 == page.bitspersample:
+        dtype = page.dtype.newbyteorder(page.parent.byteorder)
+        step = max(1, BLOCK_PIXELS // width)
+        with open(page.parent.filehandle.path, "rb") as f:
+            for row in range(0, height, step):  # plane 0 comes first, row after row
+                f.seek(page.dataoffsets[0] + row * width * samples_per_pixel * dtype.itemsize)
+                rows = min(step, height - row)
+                yield row, 0, np.fromfile(f, dtype, rows * width * samples_per_pixel).reshape(rows, width, -1)
+        return
+    for samples, (plane, _, row, col, _), _ in page.segments(buffersize=BLOCK_BYTES):  # [D, h, w, S], edges padded
+        if plane == 0:
+            yield row, col, samples[0, :height - row, :width - col]
+
+
+def first_band(samples, eight_bit):
+    """[h, w, S] samples -> float32 [h, w]: the one channel the model reads.
+
+    8-bit samples are averaged (gray stored as RGB); otherwise band 0 is read, which is the
+    co-polarised channel (VV of VV/VH, HH of HH/HV) in the band order SAR products ship, and complex
+    samples (SLC: I + jQ) become their amplitude |I + jQ|.
+    """
+    if eight_bit:
+        return samples.mean(axis=2, dtype=np.float32) / 255
+    band = samples[..., 0]
+    return np.abs(band).astype(np.float32) if band.dtype.kind == "c" else band.astype(np.float32)
+
+
+def read_tiff(path, max_side=None):
+    """(float32 [H, W], is_high_dynamic_range) of a TIFF/GeoTIFF/BigTIFF's first image, any sample type.
+
+    Integer, float and complex samples (complex64/128 and the complex int16 of SLC products), striped
+    or tiled, compressed or not; the channel read is first_band's. With max_side the image is reduced
+    while it is read (multi-looking): each block's pixels are summed into cells of look x look pixels,
+    look = longer side // max_side, and the cell grid is averaged down to the final size at the end, so
+    memory holds one block and the small grid, whatever the file size. 0 and NaN are no-data in a
+    non-8-bit image (Sentinel-1 GRD borders, SLC fill) and are left out of every average; a cell with
+    no data stays NaN (unit_range makes it 0). Source: the TIFF 6.0 spec and tifffile.
+    """
+    with tifffile.TiffFile(path) as tif:
+        page = tiff_page(tif, path)
+        height, width, eight_bit = page.imagelength, page.imagewidth, page.dtype == np.uint8
+        look = max(1, max(height, width) // max_side) if max_side else 1  # pixels per look, each way
+        rows, cols = -(-height // look), -(-width // look)
+        total, count = np.zeros(rows * cols), np.zeros(rows * cols)
+        for row, col, samples in tiff_blocks(page):
+            values = first_band(samples, eight_bit)
+            h, w = values.shape
+            cells = (np.arange(row, row + h) // look)[:, None] * cols + (np.arange(col, col + w) // look)
+            keep = slice(None) if eight_bit else ~np.isnan(values) & (values != 0)
+            cells, values = cells[keep].ravel(), values[keep].ravel()
+            if cells.size:  # bincount over the cells this block touches only
+                low, high = cells.min(), cells.max() + 1
+                total[low:high] += np.bincount(cells - low, values, high - low)
+                count[low:high] += np.bincount(cells - low, None, high - low)
+    size = reduced_size(height, width, max_side)
+    total, count = pool(total.reshape(rows, cols), size), pool(count.reshape(rows, cols), size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (total / count).astype(np.float32), not eight_bit
 
 
 def unit_range(values):
@@ -365,23 +523,19 @@ def unit_range(values):
 
 
 def load_sar_image(path, channels=1, max_side=None):
-    """A SAR image file as a float tensor [channels, H, W] in [0, 1].
+    """A SAR image file as a float tensor [channels, H, W] in [0, 1]; gray is repeated to fill channels.
 
-    8-bit images are divided by 255; 16-bit, 32-bit and float images go through unit_range. Gray is
-    repeated to fill the channels. With max_side, the longer side is averaged down to max_side and
-    Pillow's decompression-bomb check is off: JPEGs decode directly at 1/2 to 1/8 scale (Image.draft),
-    so a huge scene never sits in memory whole; other formats are decoded once at full size.
+    TIFFs (any sample type, see read_tiff) are read with tifffile, JPEG/PNG/BMP with Pillow. 8-bit
+    images are divided by 255; 16-bit, 32-bit, float and complex ones go through unit_range. With
+    max_side, the longer side is averaged down to max_side while reading, so memory stays bounded for
+    any scene. Raises SARDataError naming the file (and the sample type when that is the problem).
     """
     try:
-        with pillow_limits(off=max_side is not None), Image.open(path) as image:
-            if max_side and max(image.size) > max_side:
-                scale = max(image.size) / max_side
-                image.draft(None, (math.ceil(image.size[0] / scale), math.ceil(image.size[1] / scale)))
-            pixels, high_dynamic_range = gray_pixels(image)
-    except Exception as error:  # Pillow raises many kinds; one error that names the file
+        pixels, high_dynamic_range = read_tiff(path, max_side) if is_tiff(path) else read_with_pillow(path, max_side)
+    except SARDataError:
+        raise
+    except Exception as error:  # Pillow and tifffile raise many kinds; one error that names the file
         raise SARDataError(f"cannot read SAR image {path}: {error}") from error
-    if max_side:
-        pixels = shrink(pixels, max_side)
     if high_dynamic_range:
         pixels = unit_range(pixels)
     return torch.from_numpy(np.ascontiguousarray(pixels))[None].repeat(channels, 1, 1)
@@ -397,13 +551,19 @@ def squeeze_to_square(image, size):
 
 
 def image_size(path):
-    """(width, height) of an image that decodes; JPEGs are decoded at 1/8 scale, which is cheap."""
+    """(width, height) of an image that decodes: a TIFF's header is checked (sample type included),
+    a JPEG is decoded at 1/8 scale, which is cheap. Raises SARDataError naming the file."""
     try:
+        if is_tiff(path):
+            with tifffile.TiffFile(path) as tif:
+                page = tiff_page(tif, path)
+                return page.imagewidth, page.imagelength
         with pillow_limits(off=True), Image.open(path) as image:
             size = image.size
             image.draft(None, (max(1, size[0] // 8), max(1, size[1] // 8)))
-            if image.format == "JPEG" or size[0] * size[1] <= 100_000_000:  # no full decode of huge TIFFs
-                image.load()
+            image.load()
+    except SARDataError:
+        raise
     except Exception as error:
         raise SARDataError(f"cannot read image {path}: {error}") from error
     return size
@@ -427,9 +587,10 @@ def split_of(key):
 
 
 def parse_source(spec):
-    """"[NAME=]KIND:PATH[:CLASSES]" -> (name, kind, path, class list or None, the set's root folder).
+    """"[NAME=]KIND:PATH[:CLASSES]" -> (NAME or None, kind, path, class list or None, the set's root folder).
 
-    NAME defaults to the root folder's name; image paths relative to the root decide the split.
+    Image paths relative to the root decide the split. Only a NAME the user gave may appear in captions
+    ("a SAR image from HRSID"); a folder name ("VOC2007", "tmpx81d") is no fact about the image.
     """
     head, eq, tail = spec.partition("=")
     name, spec = (head, tail) if eq and ":" not in head else (None, spec)
@@ -439,7 +600,7 @@ def parse_source(spec):
         raise SARDataError(f"bad source {spec!r}: expected [NAME=]KIND:PATH[:CLASSES], KIND one of {list(READERS)}")
     folder = Path(path).resolve().parent if kind == "coco" else Path(path).resolve()
     folder = folder.parent if folder.name.lower() == "annotations" else folder
-    return name or folder.name, kind, path, classes or None, folder
+    return name or None, kind, path, classes or None, folder
 
 
 def checked(record, problems):
@@ -482,12 +643,14 @@ def tidy(value):
     return int(value) if float(value).is_integer() else round(value, 2)
 
 
-def manifest_entry(record, key, out_dir, n_captions=5, split=None):
-    """One manifest line for a checked record; captions are seeded by the image's key, so rebuilds agree."""
+def manifest_entry(record, key, out_dir, n_captions=5, split=None, source=None):
+    """One manifest line for a checked record; captions are seeded by the image's key, so rebuilds agree.
+
+    source: the set's label in the manifest (default record.source, the only name captions may use)."""
     image = Path(record.image).resolve()
     objects = record.objects
     entry = {"image": image.relative_to(out_dir).as_posix() if image.is_relative_to(out_dir) else str(image),
-             "width": record.width, "height": record.height, "source": record.source,
+             "width": record.width, "height": record.height, "source": source or record.source,
              "counts": dict(Counter(obj["category"] for obj in objects)),
              "boxes": [[*map(tidy, obj["box"]), obj["category"]] for obj in objects],
              "captions": d2c.captions(record.to_d2c(), n=n_captions, seed=stable_hash(key)),
@@ -501,12 +664,25 @@ def manifest_entry(record, key, out_dir, n_captions=5, split=None):
     return entry
 
 
+def refuse_unnamed_classes(records, spec):
+    """SARDataError when an object's class is a bare number: no caption may call objects "3s"."""
+    for record in records:
+        for obj in record.objects:
+            if is_bare_number(obj["category"]):
+                raise SARDataError(
+                    f"source {spec}: class {obj['category']!r} (in {record.annotation or record.image}) is a bare "
+                    f"number with no class-list entry, so no caption can name it. Give the source a class list "
+                    f"(KIND:PATH:CLASSES) with a line 'id name' for each id, e.g. '{obj['category']} ship'.")
+
+
 def build_manifest(sources, out_path, n_captions=5, split=None, verbose=True):
     """Read the sources ("[NAME=]KIND:PATH[:CLASSES]"), write the MMSAR manifest, return its statistics.
 
     split: None gives each image its hashed split (split_of); "test" marks a set kept for evaluation.
     A bad file never stops the build: it is noted in stats["problems"] as (kind, file and detail) and
-    skipped. The manifest appears only whole: written to a temporary file, then renamed. Returns
+    skipped. A source whose classes are bare numbers nobody named, or a build with no usable image at
+    all, raises SARDataError and writes nothing: the manifest appears only whole (a temporary file,
+    then renamed). The sources are labelled by NAME, else by their folder. Returns
     {"images": Counter(source), "objects" and "images_with": Counter((source, category)),
      "splits": Counter(split), "problems": [(kind, where)]}.
     """
@@ -520,23 +696,27 @@ def build_manifest(sources, out_path, n_captions=5, split=None, verbose=True):
             for spec in sources:
                 name, kind, path, classes, folder = parse_source(spec)
                 records = READERS[kind](path, read_class_list(classes) if classes else None, problems)
+                refuse_unnamed_classes(records, spec)
                 if not records:
                     problems.append(("no annotations found", f"{kind}:{path}"))
+                label = name or folder.name
                 for record in records:
                     if not (record := checked(record, problems)):
                         continue
-                    record.source, key = name, os.path.relpath(Path(record.image).resolve(), folder)
+                    record.source, key = name or "", os.path.relpath(Path(record.image).resolve(), folder)
                     try:
-                        entry = manifest_entry(record, Path(key).as_posix(), out_dir, n_captions, split)
+                        entry = manifest_entry(record, Path(key).as_posix(), out_dir, n_captions, split, label)
                     except ValueError as error:  # D2C refused the record
                         problems.append(("not captioned", f"{record.image}: {error}"))
                         continue
                     out.write(json.dumps(entry) + "\n")
-                    stats["images"][name] += 1
+                    stats["images"][label] += 1
                     stats["splits"][entry["split"]] += 1
                     for category, count in (entry["counts"] or {"(no objects)": 0}).items():
-                        stats["objects"][name, category] += count
-                        stats["images_with"][name, category] += 1
+                        stats["objects"][label, category] += count
+                        stats["images_with"][label, category] += 1
+        if not stats["images"]:
+            raise SARDataError(f"{out_path}: no usable image in {', '.join(sources)}; nothing written\n{summary(stats)}")
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -590,13 +770,17 @@ class ManifestDataset(torch.utils.data.Dataset):
     resized whole, not cropped: a caption speaks of every target and where it lies on a 3x3 grid, and
     a crop could cut one out.
     simple=True draws D2C's one fixed template instead (the paper's simple-caption ablation).
-    return_index=True adds the index to each item: (image, tokens, index).
+    return_index=True adds the index of the image served to each item: (image, tokens, index).
+    replace_unreadable=True serves, for an image that fails to load, a stand-in drawn from (seed, epoch,
+    index, try) with its own caption, so one bad file never ends a run and a resumed run replaces it
+    alike; return_index then tells which were replaced. Otherwise the SARDataError is raised.
     The caption drawn for an index depends only on (seed, epoch, index): call set_epoch before each
     epoch (DataLoader workers made with persistent_workers=True keep the epoch they started with).
     """
+    STAND_IN_TRIES = 20  # this many unreadable images in a row mean the data, not a file, is broken
 
     def __init__(self, manifest_paths, tokenizer, image_size, channels=1, split="train", seed=0,
-                 simple=False, return_index=False, max_side=None):
+                 simple=False, return_index=False, max_side=None, replace_unreadable=False):
         paths = [manifest_paths] if isinstance(manifest_paths, (str, Path)) else manifest_paths
         self.entries = [e for p in paths for e in read_manifest(p) if split is None or e["split"] == split]
         if simple:  # counts only, from the boxes, in the order the annotation lists them
@@ -607,6 +791,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.tokenizer, self.image_size, self.channels = tokenizer, image_size, channels
         self.seed, self.epoch, self.return_index = seed, 0, return_index
         self.max_side = max_side or (image_size and 4 * image_size)  # decode no more than will be used
+        self.replace_unreadable = replace_unreadable
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -635,10 +820,23 @@ class ManifestDataset(torch.utils.data.Dataset):
         image = load_sar_image(path, self.channels, max_side=self.max_side)  # bounded memory for big scenes
         return image if size is None else squeeze_to_square(image, size)
 
+    def readable(self, index):
+        """(index of the image served, its image): index itself, or a stand-in when it fails to load."""
+        served = index
+        for attempt in range(1, self.STAND_IN_TRIES + 1):
+            try:
+                return served, self.image(served)
+            except SARDataError:
+                if not self.replace_unreadable:
+                    raise
+                served = int(np.random.default_rng((self.seed, self.epoch, index, attempt)).integers(len(self)))
+        raise SARDataError(f"{self.STAND_IN_TRIES} images in a row failed to load, the first "
+                           f"{self.entries[index]['image']}: is the data folder there?")
+
     def __getitem__(self, index):
-        tokens = self.tokenizer([self.caption(index)])[0]
-        item = (self.image(index), tokens)
-        return (*item, index) if self.return_index else item
+        served, image = self.readable(index)
+        item = (image, self.tokenizer([self.caption(served)])[0])
+        return (*item, served) if self.return_index else item
 
 
 def collate_keep_size(batch):
@@ -693,9 +891,7 @@ def main(argv=None):
     sarcount.add_argument("--split", choices=["train", "val", "test"], help="one split for all (default: kept)")
     args = parser.parse_args(argv)
     if args.command == "build":
-        stats = build_manifest(args.source, args.out, args.captions, args.split)
-        if not sum(stats["images"].values()):
-            raise SARDataError(f"{args.out}: no usable image in {', '.join(args.source)} (see the problems above)")
+        build_manifest(args.source, args.out, args.captions, args.split)
         return
     kept = write_sarcount(args.manifest, args.out, args.split)
     print(f"SARCount: {sum(kept.values())} images in {args.out}; per count: "

@@ -93,6 +93,15 @@ def gather(features):
     return torch.cat(dist_fn.all_gather(features))
 
 
+def gather_indices(indices):
+    """All ranks' item indices [B_local] -> a list in the order gather puts features: rank 0's, rank 1's, ..."""
+    if not dist.is_initialized():
+        return indices.tolist()
+    parts = [torch.empty_like(indices) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, indices)
+    return torch.cat(parts).tolist()
+
+
 def batch_positives(drawn, caption_sets):
     """[B images, B captions]: caption j is a right answer for image i if D2C wrote it for image i.
 
@@ -109,6 +118,8 @@ def save_checkpoint(path, state):
     torch.save(state, tmp)
     os.replace(tmp, path)
 
+
+MAX_UNREADABLE = 0.01  # a run stops when more than this fraction of its training images fail to load
 
 # A resumed run must be the same run: these arguments shape the data, the model or the schedule.
 RESUME_MUST_MATCH = ("size", "data", "init", "batch_size", "lr", "wd", "warmup", "anyreader", "max_tiles",
@@ -278,13 +289,14 @@ def main(argv=None):
 
     dataset = data.ManifestDataset(manifests, tokenizer, image_size=None if args.anyreader else clip.cfg.image_size,
                                    channels=clip.cfg.in_channels, split="train", seed=args.seed,
-                                   simple=args.captions == "simple", return_index=True,
+                                   simple=args.captions == "simple", return_index=True, replace_unreadable=True,
                                    max_side=largest_useful_side(clip.cfg.image_size, args.max_tiles) if args.anyreader else None)
     steps_per_epoch = len(dataset) // args.batch_size
     if steps_per_epoch == 0:
         raise SystemExit(f"{len(dataset)} training images are fewer than one batch of {args.batch_size}")
     total = round(args.epochs * steps_per_epoch) if args.epochs else args.steps
     step = resume["step"] if resume is not None else 0
+    unreadable = set(resume.get("unreadable", [])) if resume is not None else set()  # training images that failed
     if master:
         n_params = sum(p.numel() for p in trainee.parameters())
         print(f"{len(train_entries)} training / {len(val_entries)} held-out images from {', '.join(map(str, manifests))}")
@@ -298,17 +310,40 @@ def main(argv=None):
             metrics_path.write_text("".join(line for line in keep if json.loads(line)["step"] <= step))
 
     def evaluate():
+        """Held-out retrieval; None (and why) when a held-out image does not load: training goes on."""
         trainee.eval()
-        with torch.no_grad(), autocast:
-            result = evaluation.retrieval(clip, tokenizer, val_entries, reader=reader)
-        trainee.train()
-        return result
+        try:
+            with torch.no_grad(), autocast:
+                return evaluation.retrieval(clip, tokenizer, val_entries, reader=reader)
+        except data.SARDataError as e:
+            print(f"step {step}: held-out retrieval skipped, fix or remove this image: {e}", flush=True)
+        finally:
+            trainee.train()
 
     def checkpoint():
         save_checkpoint(ckpt_path, {
             "model": trainee.checkpoint_state(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "step": step, "rng": torch.get_rng_state(), "config": asdict(clip.cfg), "tokenizer": "tokenizer.json",
-            "schedule": {"total": total, "warmup": args.warmup, "peak_lr": args.lr}, "args": vars(args)})
+            "schedule": {"total": total, "warmup": args.warmup, "peak_lr": args.lr}, "args": vars(args),
+            "unreadable": sorted(unreadable)})
+
+    def note_unreadable(asked, served):
+        """Report images the loader replaced (a bad file costs its place in one batch, not the run);
+        stop, with a checkpoint of the steps done, once more than MAX_UNREADABLE of them fail."""
+        for index in sorted({a for a, s in zip(asked, served) if a != s} - unreadable):
+            unreadable.add(index)
+            if master:
+                try:
+                    dataset.image(index)
+                except data.SARDataError as e:  # the loader's error, with the file and what is wrong
+                    print(f"step {step}: skipped an unreadable image, replaced in its batch "
+                          f"({len(unreadable)} so far): {e}", flush=True)
+        if len(unreadable) > MAX_UNREADABLE * len(dataset):
+            if master:
+                checkpoint()
+            raise SystemExit(f"{len(unreadable)} of {len(dataset)} training images failed to load (more than "
+                             f"{MAX_UNREADABLE:.0%}; see the messages above): fix or remove them. The {step} steps "
+                             f"done are saved in {ckpt_path}.")
 
     # ---- the loop
     trainee.train()
@@ -320,7 +355,10 @@ def main(argv=None):
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=[batch[rank::world] for batch in global_batches], num_workers=args.workers,
             collate_fn=data.collate_keep_size if args.anyreader else None)
-        for batch, (images, tokens, _) in zip(global_batches, loader):
+        for batch, (images, tokens, served) in zip(global_batches, loader):
+            ordered = [i for r in range(world) for i in batch[r::world]]  # the gathered order: rank 0's part first
+            served = gather_indices(served.to(device))  # the images actually in the batch
+            note_unreadable(ordered, served)
             lr = learning_rate(step, total, args.warmup, args.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -330,10 +368,9 @@ def main(argv=None):
             # The loss in fp32: at a logit scale of 100, bf16 would round away the differences it ranks.
             image_features, text_features = gather(image_features.float()), gather(text_features.float())
             positives = None
-            if args.dedup_targets:  # in the gathered order: rank 0's part of the batch, then rank 1's, ...
-                ordered = [i for r in range(world) for i in batch[r::world]]
-                positives = batch_positives([dataset.caption(i) for i in ordered],
-                                            [dataset.entries[i]["captions"] for i in ordered]).to(device)
+            if args.dedup_targets:
+                positives = batch_positives([dataset.caption(i) for i in served],
+                                            [dataset.entries[i]["captions"] for i in served]).to(device)
             loss = clip_loss(image_features, text_features, scale.float(), positives)
             if not torch.isfinite(loss):
                 raise SystemExit(f"step {step}: the loss is {loss.item()}; training stopped. The last good checkpoint "
@@ -349,15 +386,16 @@ def main(argv=None):
             now = time.time()
             if master and (now - last_log >= args.log_every or step == total):
                 rate = seen / (now - started)
+                skipped = f"  {len(unreadable)} unreadable skipped" if unreadable else ""
                 print(f"step {step}/{total}  loss {loss.item():.4f}  lr {lr:.2e}  logit scale {clip.logit_scale.exp().item():.1f}"
-                      f"  {rate:.0f} images/s  ETA {(total - step) * args.batch_size / rate / 60:.1f} min", flush=True)
+                      f"  {rate:.0f} images/s  ETA {(total - step) * args.batch_size / rate / 60:.1f} min{skipped}", flush=True)
                 log_line(metrics_path, {"step": step, "loss": loss.item(), "lr": lr, "logit_scale": clip.logit_scale.exp().item(),
-                                        "images_per_s": rate})
+                                        "images_per_s": rate, "unreadable": len(unreadable)})
                 last_log = now
             if master and step % args.eval_every == 0 and step < total:
-                result = evaluate()
-                print(f"step {step}: held-out mean recall {result['mean_recall']:.1f}% (chance {result['chance_mean_recall']:.1f}%)")
-                log_line(metrics_path, {"step": step, **result})
+                if (result := evaluate()) is not None:
+                    print(f"step {step}: held-out mean recall {result['mean_recall']:.1f}% (chance {result['chance_mean_recall']:.1f}%)")
+                    log_line(metrics_path, {"step": step, **result})
             if master and (step % args.save_every == 0 or step == total):
                 checkpoint()
             if step >= total:
@@ -365,12 +403,12 @@ def main(argv=None):
 
     # ---- the end: retrieval on the held-out split, the curves
     if master:
-        result = evaluate()
-        log_line(metrics_path, {"step": step, "final": True, **result})
+        if (result := evaluate()) is not None:
+            log_line(metrics_path, {"step": step, "final": True, **result})
+            print(f"held-out retrieval after {step} steps: mean recall {result['mean_recall']:.1f}% "
+                  f"(chance {result['chance_mean_recall']:.1f}%); "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in result.items() if k.startswith(("i2t", "t2i"))))
         plot_curves(metrics_path, out / "curves.png")
-        print(f"held-out retrieval after {step} steps: mean recall {result['mean_recall']:.1f}% "
-              f"(chance {result['chance_mean_recall']:.1f}%); "
-              + ", ".join(f"{k} {v:.1f}" for k, v in result.items() if k.startswith(("i2t", "t2i"))))
         print(f"wrote {ckpt_path}, {out / 'tokenizer.json'}, {metrics_path}, {out / 'curves.png'}")
     if world > 1:
         dist.destroy_process_group()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
@@ -53,6 +54,36 @@ def test_class_list_maps_ids_and_renames(tmp_path):
     assert data.read_class_list(tmp_path / "obj.names") == {"0": "ship", "1": "tank"}
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_class(tmp_path):
+    (tmp_path / "classes.txt").write_text("\ufeff0 ship\n1 oil_tank\n", encoding="utf-8")  # saved by Notepad
+    assert data.read_class_list(tmp_path / "classes.txt") == {"0": "ship", "1": "oil_tank"}
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "x.txt").write_text("\ufeff0 0.5 0.5 0.2 0.2\n", encoding="utf-8")
+    gray_image(tmp_path / "images" / "x.png", 100, 100)
+    [record] = read_yolo(tmp_path, data.read_class_list(tmp_path / "classes.txt"))
+    assert record.objects == [{"category": "ship", "box": [40.0, 40.0, 60.0, 60.0]}]
+
+
+@pytest.mark.parametrize("kind, labels", [("voc", None), ("yolo", None), ("yolo", "0 ship\n")])
+def test_classes_that_are_bare_numbers_are_refused(tmp_path, kind, labels):
+    """A caption must never name a number as a category ("three 3s in a tight group")."""
+    gray_image(tmp_path / "set" / "JPEGImages" / "a.jpg", 40, 30)
+    if kind == "voc":
+        (tmp_path / "set" / "Annotations").mkdir()
+        xml = synthetic.voc_xml("a.jpg", 40, 30, [voc_object("3", [1, 1, 9, 9])])
+        (tmp_path / "set" / "Annotations" / "a.xml").write_text(xml)
+    else:
+        (tmp_path / "set" / "labels").mkdir()
+        (tmp_path / "set" / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n3 0.2 0.2 0.1 0.1\n")
+    source = f"{kind}:{tmp_path / 'set'}"
+    if labels:  # a class list that names 0 but not 3
+        (tmp_path / "classes.txt").write_text(labels)
+        source += f":{tmp_path / 'classes.txt'}"
+    with pytest.raises(SARDataError, match=r"class '[03]' .* bare number .* 'id name'") as error:
+        build_manifest([source], tmp_path / "m.jsonl", verbose=False)
+    assert "a." in str(error.value) and not (tmp_path / "m.jsonl").exists()
+
+
 # ---- readers -------------------------------------------------------------------------------------------
 
 VOC_XML = """<annotation><filename>a.jpg</filename><size><width>40</width><height>30</height></size>
@@ -77,6 +108,32 @@ def test_read_voc_float_boxes_rotated_boxes_and_extra_tags(tmp_path):
     assert record.to_d2c()["objects"][1] == {"category": "ship", "box": boat["box"]}  # polygon left out
 
 
+SSDD_XML = """<annotation><filename>000002.jpg</filename><size><width>501</width><height>355</height></size>
+  <object><name>ship</name><rotated_bndbox>
+    <rotated_bbox_cx>235</rotated_bbox_cx><rotated_bbox_cy>160</rotated_bbox_cy>
+    <rotated_bbox_w>13</rotated_bbox_w><rotated_bbox_h>49</rotated_bbox_h>
+    <rotated_bbox_theta>85.03025817871094</rotated_bbox_theta>
+    <x1>210</x1><y1>155</y1><x2>260</x2><y2>151</y2><x3>261</x3><y3>165</y3><x4>211</x4><y4>169</y4>
+  </rotated_bndbox></object>
+  <object><name>ship</name><rotated_bndbox>
+    <rotated_bbox_cx>100</rotated_bbox_cx><rotated_bbox_cy>50</rotated_bbox_cy>
+    <rotated_bbox_w>40</rotated_bbox_w><rotated_bbox_h>10</rotated_bbox_h>
+    <rotated_bbox_theta>90</rotated_bbox_theta>
+  </rotated_bndbox></object>
+</annotation>"""
+
+
+def test_read_voc_ssdd_rotated_boxes(tmp_path):
+    """The official SSDD release: corners when given, else centre, size and theta in degrees."""
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "Annotations" / "000002.xml").write_text(SSDD_XML)
+    [record] = read_voc(tmp_path)
+    cornered, turned = record.objects
+    assert cornered["box"] == [210, 151, 261, 169]  # the corners' extent
+    assert cornered["polygon"] == [210, 155, 260, 151, 261, 165, 211, 169]
+    assert turned["box"] == pytest.approx([95, 30, 105, 70])  # 40 x 10 turned 90 degrees: 10 wide, 40 high
+
+
 def test_read_coco_boxes_and_image_folder(tmp_path):
     gray_image(tmp_path / "images" / "P1.png", 100, 80)
     coco = {"images": [{"id": 7, "file_name": "P1.png", "width": 100, "height": 80}],
@@ -86,6 +143,23 @@ def test_read_coco_boxes_and_image_folder(tmp_path):
     [record] = read_coco(tmp_path / "annotations.json")
     assert record.image == str(tmp_path / "images" / "P1.png")
     assert record.objects == [{"category": "ship", "box": [10.0, 20.0, 40.0, 25.0]}]  # [x, y, w, h] -> corners
+
+
+def test_coco_undeclared_categories_and_crowd_regions_are_not_counted(tmp_path):
+    gray_image(tmp_path / "images" / "P1.png", 100, 80)
+    ship = {"image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 5]}
+    coco = {"images": [{"id": 7, "file_name": "P1.png"}], "categories": [{"id": 1, "name": "ship"}],
+            "annotations": [{**ship, "id": 1}, {**ship, "id": 2, "bbox": [50, 50, 10, 10]},
+                            {**ship, "id": 3, "category_id": 9},              # category 9 is not declared
+                            {**ship, "id": 4, "iscrowd": 1, "bbox": [0, 0, 90, 40]}]}  # many ships, one mask
+    (tmp_path / "annotations.json").write_text("\ufeff" + json.dumps(coco), encoding="utf-8")  # BOM too
+    stats = build_manifest([f"coco:{tmp_path / 'annotations.json'}"], tmp_path / "m.jsonl", verbose=False)
+    [entry] = read_manifest(tmp_path / "m.jsonl")
+    assert entry["counts"] == {"ship": 2}
+    assert all(re.search(r"\b(two|2) ships\b", c) for c in entry["captions"])
+    assert {kind: where for kind, where in stats["problems"]} == {
+        "undeclared COCO category dropped": f"{tmp_path / 'annotations.json'}: image P1.png, annotation 3: category_id 9",
+        "COCO crowd region not counted": f"{tmp_path / 'annotations.json'}: image P1.png, annotation 4"}
 
 
 def test_read_yolo_uses_the_class_list_and_the_image_header(tmp_path):
@@ -190,13 +264,23 @@ def test_split_depends_on_the_path_only(tmp_path):
     assert one == two and len(one) == 12
 
 
-def test_source_names_default_to_the_set_folder():
-    assert data.parse_source("voc:/d/mstar_scenes:/d/classes.txt")[:4] == ("mstar_scenes", "voc", "/d/mstar_scenes",
+def test_only_a_name_the_user_gave_reaches_the_captions(tmp_path):
+    assert data.parse_source("voc:/d/mstar_scenes:/d/classes.txt")[:4] == (None, "voc", "/d/mstar_scenes",
                                                                           "/d/classes.txt")
-    assert data.parse_source("coco:/d/HRSID/annotations/train2017.json")[0] == "HRSID"
     assert data.parse_source("SSDD=voc:/d/x")[0] == "SSDD"
     with pytest.raises(SARDataError, match="KIND one of"):
         data.parse_source("pascal:/d/x")
+    root = tmp_path / "VOC2007"
+    (root / "Annotations").mkdir(parents=True)
+    for i in range(20):
+        gray_image(root / "JPEGImages" / f"{i}.jpg")
+        (root / "Annotations" / f"{i}.xml").write_text(synthetic.voc_xml(f"{i}.jpg", 40, 30, [voc_object("ship", [1, 1, 9, 9])]))
+    for source, label in ((f"voc:{root}", "VOC2007"), (f"SSDD=voc:{root}", "SSDD")):
+        build_manifest([source], tmp_path / "m.jsonl", n_captions=10, verbose=False)
+        entries = read_manifest(tmp_path / "m.jsonl")
+        captions = " ".join(c for e in entries for c in e["captions"])
+        assert {e["source"] for e in entries} == {label}  # the manifest labels the set either way
+        assert ("VOC2007" in captions, "from SSDD" in captions) == (False, label == "SSDD")
 
 
 def test_manifest_paths_are_relative_to_the_manifest(tmp_path):
@@ -275,6 +359,84 @@ def test_max_side_shrinks_big_images(tmp_path):
     assert load_sar_image(path, max_side=300).shape == (1, 180, 300)
 
 
+def tiff(path, values, **options):
+    """Write values as a TIFF with tifffile (tile=, compression=, planarconfig= ...); returns the path."""
+    tifffile.imwrite(path, values, **options)
+    return path
+
+
+def test_complex_slc_becomes_amplitude(tmp_path):
+    """Single-look complex data I + jQ is read as its amplitude |I + jQ|, then logged and stretched."""
+    iq = np.array([[3 + 4j, 6 - 8j], [0 + 1j, -5 + 12j]], np.complex64)
+    pixels, high_dynamic_range = data.read_tiff(tiff(tmp_path / "slc.tif", iq))
+    assert np.allclose(pixels, [[5, 10], [1, 13]]) and high_dynamic_range
+    assert torch.equal(load_sar_image(tmp_path / "slc.tif")[0], torch.from_numpy(data.unit_range(pixels)))
+
+
+def test_complex_int16_as_capella_ships_it(tmp_path):
+    """Complex int16 (TIFF SampleFormat 5, 32 bits: I then Q, each int16), as Capella's SLC GeoTIFFs."""
+    i, q = np.array([[3, -6], [0, 300]], np.int16), np.array([[4, 8], [-1, 400]], np.int16)
+    packed = (i.astype(np.uint16).astype(np.uint32) | q.astype(np.uint16).astype(np.uint32) << 16).view(np.int32)
+    with tifffile.TiffFile(tiff(tmp_path / "cint16.tif", packed), mode="r+b") as tif:
+        tif.pages.first.tags["SampleFormat"].overwrite(5)  # numpy has no complex int16: mark it as one
+    assert data.read_tiff(tmp_path / "cint16.tif")[0].tolist() == [[5, 10], [1, 500]]
+
+
+def test_float64_and_unsupported_sample_types(tmp_path):
+    values = intensity_ramp()  # float64
+    assert torch.equal(load_sar_image(tiff(tmp_path / "f64.tif", values)),
+                       load_sar_image(tiff(tmp_path / "f32.tif", values.astype(np.float32))))
+    with pytest.raises(SARDataError, match=r"bits\.tif: TIFF sample type .* 1-bit is not supported"):
+        load_sar_image(tiff(tmp_path / "bits.tif", np.eye(8, dtype=bool)))
+
+
+def test_dual_pol_reads_the_first_band(tmp_path):
+    vv, vh = intensity_ramp(), intensity_ramp()[::-1] / 10
+    planar = tiff(tmp_path / "planar.tif", np.stack([vv, vh]).astype(np.float32), planarconfig="separate")
+    interleaved = tiff(tmp_path / "contig.tif", np.stack([vv, vh], -1).astype(np.float32), planarconfig="contig")
+    assert np.array_equal(data.read_tiff(planar)[0], vv.astype(np.float32))
+    assert np.array_equal(data.read_tiff(interleaved)[0], vv.astype(np.float32))
+    rgb_gray = tiff(tmp_path / "rgb.tif", np.full((4, 5, 3), 51, np.uint8), photometric="rgb")
+    assert data.read_tiff(rgb_gray)[0].tolist() == np.full((4, 5), 0.2, np.float32).tolist()  # 8-bit: mean / 255
+
+
+@pytest.mark.parametrize("layout", [{"tile": (64, 64), "compression": "zlib"}, {"rowsperstrip": 7},
+                                    {"compression": "lzw", "predictor": True}])
+def test_max_side_multilooks_while_reading(tmp_path, layout):
+    """600 x 300 with max_side 100: looks of 6 x 6 pixels, each cell the mean of its 36 (tiled and
+    compressed, or uncompressed and memory-mapped: the same numbers)."""
+    values = np.random.default_rng(0).integers(1, 60_000, (600, 300)).astype(np.uint16)
+    pixels, _ = data.read_tiff(tiff(tmp_path / "big.tif", values, **layout), max_side=100)
+    assert pixels.shape == (100, 50)
+    assert np.allclose(pixels, values.reshape(100, 6, 50, 6).mean(axis=(1, 3)), rtol=1e-6)
+    odd, _ = data.read_tiff(tmp_path / "big.tif", max_side=77)  # looks of 7, then a last area average
+    assert odd.shape == (77, 38) and abs(odd.mean() - values.mean()) < 0.01 * values.mean()
+
+
+def test_no_data_stays_out_of_the_looks(tmp_path):
+    values = np.array([[0, 0, 10, 20], [0, 0, np.nan, 30], [1, 2, 3, 4], [5, 6, 7, 8]], np.float32)
+    pixels, _ = data.read_tiff(tiff(tmp_path / "border.tif", values), max_side=2)
+    assert np.isnan(pixels[0, 0]) and pixels[0, 1] == 20 and pixels[1].tolist() == [3.5, 5.5]
+    assert load_sar_image(tmp_path / "border.tif", max_side=2)[0, 0, 0] == 0  # no data at all: darkest
+
+
+def test_a_big_tiff_is_read_in_bounded_memory(tmp_path):
+    """A 4096 x 4096 uint16 scene (32 MiB; 64 MiB as float32) read at max_side 256, tiled and
+    compressed, or uncompressed: Python-side memory stays at a few blocks, never the whole image."""
+    import tracemalloc
+    band = np.tile(np.arange(1, 4097, dtype=np.uint16), (256, 1))  # 256 rows; written a segment at a time
+    tiles = lambda: (band[:, x:x + 256] for _ in range(16) for x in range(0, 4096, 256))
+    for name, segments, layout in (("tiled.tif", tiles(), {"tile": (256, 256), "compression": "zlib"}),
+                                   ("striped.tif", (band for _ in range(16)), {"rowsperstrip": 256})):
+        tifffile.imwrite(tmp_path / name, segments, shape=(4096, 4096), dtype=np.uint16, **layout)
+        tracemalloc.start()
+        pixels, _ = data.read_tiff(tmp_path / name, max_side=256)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert pixels.shape == (256, 256) and pixels[0, :2].tolist() == [8.5, 24.5]  # means of 16 x 16 looks
+        assert peak < 12 * 2 ** 20, f"{name}: {peak / 2 ** 20:.0f} MiB"
+
+
 # ---- the Dataset --------------------------------------------------------------------------------------
 
 def test_dataset_draws_one_caption_per_epoch(tmp_path):
@@ -336,6 +498,24 @@ def test_real_mstar_scenes_counts_survive_into_the_manifest(shared, tmp_path):
         assert 0 <= x0 < x1 <= 492 and 0 <= y0 < y1 <= 594     # boxes past the border were clipped
     assert {kind for kind, _ in stats["problems"]} <= {"box clipped to the image", "unknown category (kept)",
                                                        "annotated size differs (image's used)"}
+
+
+def test_real_ssdd_release_reads_every_rotated_ship(shared, tmp_path):
+    """The official SSDD training release as it ships: 928 scenes, 2,041 ships, rotated boxes only."""
+    root = shared / "sar" / "ssdd_train"
+    stats = build_manifest([f"voc:{root}"], tmp_path / "ssdd.jsonl", verbose=False)
+    entries = {Path(e["image"]).stem: e for e in read_manifest(tmp_path / "ssdd.jsonl")}
+    assert len(entries) == 928 and sum(stats["objects"].values()) == 2041
+    for stem, entry in entries.items():
+        assert entry["counts"] == voc_counts(root / "Annotations" / f"{stem}.xml", {})
+    assert entries["000002"]["boxes"] == [[210, 151, 261, 169, "ship"]]  # corners 210,155 260,151 261,165 211,169
+    for stem in sorted(entries)[:50]:  # every box is its four corners' extent, clipped to the image
+        entry, ships = entries[stem], ET.parse(root / "Annotations" / f"{stem}.xml").getroot().iter("rotated_bndbox")
+        for box, ship in zip(entry["boxes"], ships):
+            xs, ys = ([float(ship.findtext(f"{axis}{i}")) for i in range(1, 5)] for axis in "xy")
+            w, h = entry["width"], entry["height"]
+            assert box[:4] == [max(min(xs), 0), max(min(ys), 0), min(max(xs), w), min(max(ys), h)]
+    assert not any("from ssdd" in c.lower() for e in entries.values() for c in e["captions"])  # no NAME given
 
 
 def test_real_hrsid_coco_and_sar_aircraft_voc(shared, tmp_path):

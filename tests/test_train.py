@@ -173,3 +173,40 @@ def test_fine_tuning_starts_from_clip_weights_with_clip_vocabulary(manifest, tmp
     torch.save(small_vocab.state_dict(), tmp_path / "small.pt")
     with pytest.raises(SystemExit, match=r"--init .*small\.pt: its vocabulary has 500 ids, but --tokenizer-bpe .* gives 49408"):
         train.main(small_run(manifest, tmp_path / "bad", "--init", str(tmp_path / "small.pt"), "--tokenizer-bpe", bpe))
+
+
+def manifest_with_truncated_jpegs(manifest, folder, how_many):
+    """A copy of the manifest whose first how_many training images in epoch 0's order are cut-off JPEGs,
+    as a crashed download leaves them; returns (its path, their indices in the training set)."""
+    entries = train.data.read_manifest(manifest)  # image paths absolute: the copy lives elsewhere
+    train_lines = [i for i, e in enumerate(entries) if e["split"] == "train"]
+    bad = train.epoch_batches(len(train_lines), 8, seed=0, epoch=0)[0][:how_many]
+    train.data.Image.open(entries[0]["image"]).convert("L").save(folder / "whole.jpg")
+    for index in bad:
+        cut = folder / f"cut{index}.jpg"
+        cut.write_bytes((folder / "whole.jpg").read_bytes()[:600])  # the header and a few rows
+        entries[train_lines[index]]["image"] = str(cut)
+    (folder / "cut.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    return str(folder / "cut.jsonl"), bad
+
+
+def test_an_unreadable_image_is_replaced_counted_and_reported(manifest, tmp_path, capsys, monkeypatch):
+    path, [bad] = manifest_with_truncated_jpegs(manifest, tmp_path, 1)
+    monkeypatch.setattr(train, "MAX_UNREADABLE", 0.05)  # this small set has under 100 training images
+    assert train.main(small_run(path, tmp_path / "run")) == 6  # the run goes on
+    out = capsys.readouterr().out
+    assert f"step 0: skipped an unreadable image, replaced in its batch (1 so far): cannot read SAR image " \
+           f"{tmp_path / f'cut{bad}.jpg'}" in out
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["unreadable"] for r in rows if "loss" in r] == [1] * 6
+    assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["unreadable"] == [bad]  # resume knows it
+    dataset = train.data.ManifestDataset(path, lambda texts: torch.zeros(1, 4), 64, replace_unreadable=True)
+    stand_in = dataset.readable(bad)[0]
+    assert stand_in != bad and dataset.readable(bad)[0] == stand_in  # the same stand-in every time: exact resume
+
+
+def test_too_many_unreadable_images_stop_the_run_with_its_steps_saved(manifest, tmp_path):
+    path, bad = manifest_with_truncated_jpegs(manifest, tmp_path, 3)
+    with pytest.raises(SystemExit, match=r"3 of \d+ training images failed to load \(more than 1%.* 0 steps done"):
+        train.main(small_run(path, tmp_path / "run"))
+    assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["unreadable"] == sorted(bad)
