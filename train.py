@@ -20,9 +20,10 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn as nn
 import torch.nn.functional as F
 
+import d2c
 import data
-import synthetic
 import eval as evaluation
+import synthetic
 from anyreader import AnyReader, largest_useful_side
 from sarclip import (CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, SIZES, CLIPConfig, Tokenizer, clip_loss,
                      load_clip)
@@ -31,9 +32,11 @@ from sarclip import (CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, SIZES, CLIPConfi
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="tiny", choices=list(SIZES), help="model preset from sarclip.SIZES")
-    p.add_argument("--data", nargs="+", default=[], help="MMSAR manifests (data.py build); default: synthetic SAR")
-    p.add_argument("--init", default="scratch", help="'scratch' or an OpenAI CLIP checkpoint to start from")
-    p.add_argument("--tokenizer-bpe", help="CLIP's bpe_simple_vocab_16e6.txt.gz, needed with --init PATH")
+    p.add_argument("--data", nargs="+", default=[],
+                   help="MMSAR manifests (data.py build), and/or the word 'synthetic' for the embedded set (the default)")
+    p.add_argument("--init", default="scratch",
+                   help="'scratch', an OpenAI/open_clip CLIP checkpoint, or a train.py ckpt.pt to fine-tune")
+    p.add_argument("--tokenizer-bpe", help="CLIP's bpe_simple_vocab_16e6.txt.gz, needed with --init of a CLIP checkpoint")
     p.add_argument("--steps", type=int, default=600, help="optimiser steps (overridden by --epochs)")
     p.add_argument("--epochs", type=float, help="train for this many passes over the data instead")
     p.add_argument("--batch-size", type=int, default=64, help="global batch, split over the ranks")
@@ -46,6 +49,12 @@ def parse_args(argv=None):
     p.add_argument("--captions", default="diverse", choices=["diverse", "simple"], help="D2C caption style")
     p.add_argument("--dedup-targets", action=argparse.BooleanOptionalAction, default=True,
                    help="a caption also true of another image in the batch is a positive for it too")
+    p.add_argument("--count-negatives", type=int, default=1,
+                   help="false-count copies of each caption, extra negatives for its own image (0: off)")
+    p.add_argument("--accum-steps", type=int, default=1,
+                   help="split each batch into this many micro-batches, same gradient, less memory (GradCache)")
+    p.add_argument("--lock-image", action="store_true", help="freeze the image tower, projection excepted (LiT)")
+    p.add_argument("--lock-text", action="store_true", help="freeze the text tower, projection excepted")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="data-loading processes per rank")
     p.add_argument("--eval-every", type=int, default=200, help="retrieval on the held-out split every N steps")
@@ -55,9 +64,11 @@ def parse_args(argv=None):
     p.add_argument("--resume", help="a ckpt.pt to continue from, exactly where it stopped")
     p.add_argument("--out", default="out", help="folder for ckpt.pt, tokenizer.json, metrics.jsonl, curves.png")
     args = p.parse_args(argv)
-    for name in ("steps", "batch_size", "eval_every", "save_every", "max_tiles"):
+    for name in ("steps", "batch_size", "eval_every", "save_every", "max_tiles", "accum_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.count_negatives < 0:
+        p.error("--count-negatives must be 0 or more")
     if args.epochs is not None and args.epochs <= 0:
         p.error("--epochs must be positive")
     return args
@@ -76,6 +87,8 @@ def parameter_groups(model, weight_decay):
     scale are exempt, as in CLIP."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:  # a locked tower (--lock-image, --lock-text) is not optimised at all
+            continue
         exempt = p.ndim < 2 or "embedding" in name or "position" in name or "logit_scale" in name
         (no_decay if exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -93,13 +106,13 @@ def gather(features):
     return torch.cat(dist_fn.all_gather(features))
 
 
-def gather_indices(indices):
-    """All ranks' item indices [B_local] -> a list in the order gather puts features: rank 0's, rank 1's, ..."""
+def gather_values(values):
+    """All ranks' values [B_local, ...] (no gradient: indices, masks), in the order gather puts features."""
     if not dist.is_initialized():
-        return indices.tolist()
-    parts = [torch.empty_like(indices) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, indices)
-    return torch.cat(parts).tolist()
+        return values
+    parts = [torch.empty_like(values) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, values)
+    return torch.cat(parts)
 
 
 def batch_positives(drawn, caption_sets):
@@ -123,7 +136,8 @@ MAX_UNREADABLE = 0.01  # a run stops when more than this fraction of its trainin
 
 # A resumed run must be the same run: these arguments shape the data, the model or the schedule.
 RESUME_MUST_MATCH = ("size", "data", "init", "batch_size", "lr", "wd", "warmup", "anyreader", "max_tiles",
-                     "captions", "dedup_targets", "seed", "steps", "epochs", "precision")
+                     "captions", "dedup_targets", "count_negatives", "accum_steps", "lock_image", "lock_text",
+                     "seed", "steps", "epochs", "precision")
 
 
 def read_resume(path, args):
@@ -145,22 +159,102 @@ def read_resume(path, args):
 
 
 class Trainee(nn.Module):
-    """What the optimiser trains: CLIP, plus AnyReader's fusion when AnyReader reads the images."""
+    """What the optimiser trains: CLIP, plus AnyReader's fusion when AnyReader reads the images.
 
-    def __init__(self, clip, reader=None):
+    locked: modules frozen by lock_towers, kept in eval mode whenever the rest trains.
+    """
+
+    def __init__(self, clip, reader=None, locked=()):
         super().__init__()
-        self.clip, self.reader = clip, reader
+        self.clip, self.reader, self.locked = clip, reader, list(locked)
 
-    def forward(self, images, tokens):
+    def forward(self, images, tokens, counterfactual_tokens=None):
+        """(image features [B, D], text features [B, D], temperature, counterfactual features [B, K, D]
+        or None), all L2-normalised; counterfactual_tokens [B, K, L] are encoded with the captions."""
         if self.reader is None:
-            return self.clip(images, tokens)
-        text = F.normalize(self.clip.encode_text(tokens), dim=-1)
-        return F.normalize(self.reader(images), dim=-1), text, self.clip.logit_scale.exp()
+            image, text, scale = self.clip(images, tokens)
+        else:
+            text, scale = F.normalize(self.clip.encode_text(tokens), dim=-1), self.clip.logit_scale.exp()
+            image = F.normalize(self.reader(images), dim=-1)
+        if counterfactual_tokens is None:
+            return image, text, scale, None
+        B, K, L = counterfactual_tokens.shape
+        extra = self.clip.encode_text(counterfactual_tokens.reshape(B * K, L)).view(B, K, -1)  # [B, K, D]
+        return image, text, scale, F.normalize(extra, dim=-1)
+
+    def train(self, mode=True):
+        super().train(mode)
+        for module in self.locked:
+            module.eval()
+        return self
 
     def checkpoint_state(self):
         """OpenAI-layout CLIP keys, plus AnyReader's own under the prefix 'anyreader.'."""
         state = self.clip.state_dict()
         return {**state, **self.reader.fusion_state_dict()} if self.reader is not None else state
+
+
+def lock_towers(clip, image=False, text=False):
+    """Freeze the image and/or text tower (LiT, Zhai et al. 2022): no gradients, left out of the
+    optimiser, eval mode; the projections and the temperature still learn, so the free tower learns
+    to meet the locked one. Returns the locked modules."""
+    locked = []
+    if image:
+        locked += [module for name, module in clip.visual.named_children()]
+        for name, p in clip.visual.named_parameters():
+            p.requires_grad_(name == "proj")
+    if text:
+        locked += [clip.token_embedding, clip.transformer, clip.ln_final]
+        for p in [clip.positional_embedding, *(q for m in locked[-3:] for q in m.parameters())]:
+            p.requires_grad_(False)
+    return locked
+
+
+def counterfactual_tokens(captions, counts, k, seeds, tokenizer):
+    """(tokens [B, k, L], mask [B, k]): up to k copies of each caption with one false object count
+    (d2c.count_counterfactuals); a caption with no count to change (an empty scene) gets none."""
+    rows, mask = [], torch.zeros(len(captions), k, dtype=torch.bool)
+    for i, (caption, count, seed) in enumerate(zip(captions, counts, seeds)):
+        written = d2c.count_counterfactuals(caption, count, k, seed) if count else []
+        mask[i, :len(written)] = True
+        rows += written + [""] * (k - len(written))  # padding, masked out of the loss
+    return tokenizer(rows).view(len(captions), k, -1), mask
+
+
+def accumulate_gradients(model, images, tokens, extra_tokens, loss_of, accum_steps, scaler, autocast):
+    """Backpropagate the loss of one batch; returns the loss. loss_of(image, text, scale, extra) takes
+    this rank's fp32 features and returns the loss of the (gathered) global batch.
+
+    accum_steps > 1 splits the batch into micro-batches (GradCache, Gao et al. 2021): features of all
+    micro-batches are computed without gradients first, the loss's gradient with respect to each
+    feature is taken from them, then each micro-batch is run again with gradients and given its part
+    of that gradient. Parameters receive exactly the whole batch's gradient; memory is one micro-batch's.
+    """
+    def features(part, grad=True):
+        with autocast, torch.set_grad_enabled(grad):
+            outputs = model(images[part], tokens[part], None if extra_tokens is None else extra_tokens[part])
+        return [None if x is None else x.float() for x in outputs]
+
+    if accum_steps == 1:
+        loss = loss_of(*features(slice(None)))
+        scaler.scale(loss).backward()
+        return loss
+    size = len(tokens) // accum_steps
+    parts = [slice(i * size, (i + 1) * size) for i in range(accum_steps)]
+    image, text, scale, extra = zip(*(features(part, grad=False) for part in parts))  # one per micro-batch
+    image, text = torch.cat(image).requires_grad_(), torch.cat(text).requires_grad_()  # [B_local, D]
+    scale = scale[0].requires_grad_()  # the temperature: one value, not one per micro-batch
+    extra = None if extra[0] is None else torch.cat(extra).requires_grad_()  # [B_local, K, D]
+    loss = loss_of(image, text, scale, extra)
+    scaler.scale(loss).backward()  # gradients with respect to the cached features
+    for i, part in enumerate(parts):
+        last = i == accum_steps - 1
+        with model.no_sync() if hasattr(model, "no_sync") and not last else nullcontext():
+            outputs = features(part)
+            grads = [image.grad[part], text.grad[part], scale.grad if last else torch.zeros_like(scale.grad),
+                     None if extra is None else extra.grad[part]]  # the temperature's gradient counted once
+            torch.autograd.backward(*zip(*[(out, grad) for out, grad in zip(outputs, grads) if out is not None]))
+    return loss
 
 
 def setup_distributed():
@@ -195,10 +289,25 @@ def read_entries(manifests):
     return entries
 
 
+def train_checkpoint(path):
+    """The dict of a train.py ckpt.pt at path (model, config, tokenizer, ...), else None."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # an OpenAI TorchScript archive, safetensors, or no checkpoint: load_clip will say
+        return None
+    return ckpt if isinstance(ckpt, dict) and {"model", "config", "tokenizer"} <= set(ckpt) else None
+
+
 def build_model(args, train_captions, resume):
-    """(model, tokenizer): from a resumed checkpoint, from OpenAI weights, or from scratch."""
+    """(model, tokenizer, train.py checkpoint it came from or None): resumed, fine-tuned from a
+    train.py checkpoint (its tokenizer comes with it), from OpenAI weights, or from scratch."""
     if resume is not None:  # load_clip reads the config and leaves AnyReader's keys to AnyReader
-        return load_clip(resume), Tokenizer.load(Path(args.resume).parent / resume["tokenizer"])
+        return load_clip(resume), Tokenizer.load(Path(args.resume).parent / resume["tokenizer"]), resume
+    if args.init != "scratch" and (ckpt := train_checkpoint(args.init)) is not None:
+        tokenizer_path = Path(args.init).parent / ckpt["tokenizer"]
+        if not tokenizer_path.is_file():
+            raise SystemExit(f"--init {args.init}: its tokenizer {tokenizer_path} is missing")
+        return load_clip(ckpt), Tokenizer.load(tokenizer_path), ckpt
     if args.init != "scratch":  # SAR is gray: conv1 summed over RGB, OpenAI's pixel normalisation folded in
         if not args.tokenizer_bpe:
             raise SystemExit("--init PATH needs --tokenizer-bpe (CLIP's bpe_simple_vocab_16e6.txt.gz)")
@@ -210,11 +319,11 @@ def build_model(args, train_captions, resume):
         if tokenizer.vocab_size != model.cfg.vocab_size:
             raise SystemExit(f"--init {args.init}: its vocabulary has {model.cfg.vocab_size} ids, but "
                              f"--tokenizer-bpe {args.tokenizer_bpe} gives {tokenizer.vocab_size}")
-        return model, tokenizer
+        return model, tokenizer, None
     cfg = CLIPConfig(**{**SIZES[args.size], "in_channels": 1})
     tokenizer = Tokenizer.train(train_captions, cfg.vocab_size, cfg.context_length)
     cfg.vocab_size = tokenizer.vocab_size  # a small corpus can run out of merges first
-    return CLIP(cfg), tokenizer
+    return CLIP(cfg), tokenizer, None
 
 
 def log_line(path, record):
@@ -244,21 +353,24 @@ def main(argv=None):
     args = parse_args(argv)
     rank, world, device = setup_distributed()
     master = rank == 0
-    if args.batch_size % world:
-        raise SystemExit(f"--batch-size {args.batch_size} must divide evenly over {world} ranks")
+    if args.batch_size % (world * args.accum_steps):
+        raise SystemExit(f"--batch-size {args.batch_size} must divide evenly over {world} rank(s) "
+                         f"x {args.accum_steps} micro-batch(es)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out / "ckpt.pt", out / "metrics.jsonl"
     resume = read_resume(args.resume, args) if args.resume else None
 
-    # ---- data: MMSAR manifests, or the synthetic SAR default made once and cached
-    if not args.data and int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one writer per machine
+    # ---- data: MMSAR manifests and/or the synthetic SAR default, made once and cached
+    use_synthetic = not args.data or "synthetic" in args.data
+    if use_synthetic and int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one writer per machine
         if not (synthetic.DEFAULT_SYNTHETIC / "synthetic.json").is_file():
             print(f"writing the synthetic SAR set to {synthetic.DEFAULT_SYNTHETIC} (once, about 25 s)", flush=True)
         synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)  # cached: instant after the first time
     if world > 1:
         dist.barrier()  # the other ranks wait for it to be written
-    manifests = args.data or [synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)["scenes"]]
+    synthetic_scenes = synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)["scenes"] if use_synthetic else None
+    manifests = [synthetic_scenes if path == "synthetic" else path for path in args.data] or [synthetic_scenes]
     entries = read_entries(manifests)
     train_entries = [e for e in entries if e["split"] == "train"]
     val_entries = [e for e in entries if e["split"] == "val"]
@@ -268,11 +380,11 @@ def main(argv=None):
 
     # ---- model, tokenizer, optimiser
     torch.manual_seed(args.seed)  # every rank builds the same initial weights
-    clip, tokenizer = build_model(args, [c for e in train_entries for c in e["captions"]], resume)
+    clip, tokenizer, start = build_model(args, [c for e in train_entries for c in e["captions"]], resume)
     reader = AnyReader(clip, max_tiles=args.max_tiles) if args.anyreader else None
-    if reader is not None and resume is not None:
-        reader.load_fusion_state_dict(resume["model"])
-    trainee = Trainee(clip, reader).to(device)
+    if reader is not None and start is not None and any(k.startswith("anyreader.") for k in start["model"]):
+        reader.load_fusion_state_dict(start["model"])
+    trainee = Trainee(clip, reader, lock_towers(clip, args.lock_image, args.lock_text)).to(device)
     optimizer = torch.optim.AdamW(parameter_groups(trainee, args.wd), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
     if resume is not None:
@@ -357,26 +469,34 @@ def main(argv=None):
             collate_fn=data.collate_keep_size if args.anyreader else None)
         for batch, (images, tokens, served) in zip(global_batches, loader):
             ordered = [i for r in range(world) for i in batch[r::world]]  # the gathered order: rank 0's part first
-            served = gather_indices(served.to(device))  # the images actually in the batch
+            served = gather_values(served.to(device)).tolist()  # the images actually in the batch
             note_unreadable(ordered, served)
             lr = learning_rate(step, total, args.warmup, args.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images = [im.to(device) for im in images] if args.anyreader else images.to(device)
-            with autocast:
-                image_features, text_features, scale = model(images, tokens.to(device))
-            # The loss in fp32: at a logit scale of 100, bf16 would round away the differences it ranks.
-            image_features, text_features = gather(image_features.float()), gather(text_features.float())
-            positives = None
+            positives, extra_tokens, extra_mask = None, None, None
             if args.dedup_targets:
                 positives = batch_positives([dataset.caption(i) for i in served],
                                             [dataset.entries[i]["captions"] for i in served]).to(device)
-            loss = clip_loss(image_features, text_features, scale.float(), positives)
+            if args.count_negatives:  # this rank's items: their counterfactuals are gathered like features
+                mine = served[rank * len(tokens):(rank + 1) * len(tokens)]
+                extra_tokens, extra_mask = counterfactual_tokens(
+                    [dataset.caption(i) for i in mine], [dataset.entries[i]["counts"] for i in mine],
+                    args.count_negatives, [data.stable_hash(f"{args.seed}/{epoch}/{i}") for i in mine], tokenizer)
+                extra_tokens, extra_mask = extra_tokens.to(device), gather_values(extra_mask.to(device))
+
+            def loss_of(image, text, scale, extra):
+                # In fp32: at a logit scale of 100, bf16 would round away the differences it ranks.
+                return clip_loss(gather(image), gather(text), scale, positives,
+                                 None if extra is None else gather(extra), extra_mask)
+
+            optimizer.zero_grad(set_to_none=True)
+            loss = accumulate_gradients(model, images, tokens.to(device), extra_tokens, loss_of, args.accum_steps,
+                                        scaler, autocast)
             if not torch.isfinite(loss):
                 raise SystemExit(f"step {step}: the loss is {loss.item()}; training stopped. The last good checkpoint "
                                  f"({ckpt_path}) is kept: resume from it with a lower --lr or --precision fp32.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             with torch.no_grad():  # CLIP's guard: a temperature below 1/100 makes training unstable

@@ -89,12 +89,15 @@ def test_resume_after_sigkill_ends_with_the_same_weights(manifest, tmp_path):
     assert steps == [json.loads(line)["step"] for line in open(tmp_path / "straight" / "metrics.jsonl")]
 
 
-def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(manifest, tmp_path):
+@pytest.mark.parametrize("accum", ["1", "2"])
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(manifest, tmp_path, accum):
+    """Features and count counterfactuals gathered across ranks; with --accum-steps too."""
     args = small_run(manifest, tmp_path / "one", "--steps", "3")
     one = run_script(args)
     assert one.wait(timeout=300) == 0, one.stdout.read()
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(ROOT / "train.py"), *small_run(manifest, tmp_path / "two", "--steps", "3")],
+                          str(ROOT / "train.py"), *small_run(manifest, tmp_path / "two", "--steps", "3",
+                                                             "--accum-steps", accum)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stdout + two.stderr
@@ -210,3 +213,79 @@ def test_too_many_unreadable_images_stop_the_run_with_its_steps_saved(manifest, 
     with pytest.raises(SystemExit, match=r"3 of \d+ training images failed to load \(more than 1%.* 0 steps done"):
         train.main(small_run(path, tmp_path / "run"))
     assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["unreadable"] == sorted(bad)
+
+
+def tiny_trainee(seed=0):
+    torch.manual_seed(seed)
+    cfg = train.CLIPConfig(embed_dim=16, image_size=16, patch_size=8, in_channels=1, vision_width=32,
+                           vision_layers=1, vision_heads=2, context_length=12, vocab_size=60, text_width=32,
+                           text_layers=1, text_heads=2)
+    return train.Trainee(train.CLIP(cfg))
+
+
+def test_accumulated_micro_batches_give_the_whole_batch_gradient():
+    """--accum-steps 4 at micro-batch 8 = one batch of 32 (GradCache), counterfactuals included."""
+    images, tokens = torch.rand(32, 1, 16, 16), torch.randint(1, 58, (32, 12))
+    tokens[:, -1] = 59  # end of text
+    extra = torch.cat([tokens[:, None, :6], torch.randint(1, 58, (32, 2, 6))], 1)[:, :2]  # [32, 2, 6]
+    extra[..., -1] = 59
+    mask = torch.rand(32, 2) < 0.7
+    grads = []
+    for accum in (1, 4):
+        model = tiny_trainee()
+        loss_of = lambda i, t, s, e: train.clip_loss(i, t, s, None, e, mask)
+        loss = train.accumulate_gradients(model, images, tokens, extra, loss_of, accum,
+                                          torch.amp.GradScaler("cpu", enabled=False), train.nullcontext())
+        grads.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-6)
+    for name, whole in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][name], whole, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_accum_steps_train_to_the_same_weights(manifest, tmp_path):
+    train.main(small_run(manifest, tmp_path / "one", "--batch-size", "32", "--steps", "3"))
+    train.main(small_run(manifest, tmp_path / "four", "--batch-size", "32", "--steps", "3", "--accum-steps", "4"))
+    a, b = (torch.load(tmp_path / run / "ckpt.pt", weights_only=True)["model"] for run in ("one", "four"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+@pytest.mark.parametrize("locked, prefix", [("--lock-image", "visual."), ("--lock-text", "transformer.")])
+def test_a_locked_tower_does_not_move(manifest, tmp_path, locked, prefix):
+    train.main(small_run(manifest, tmp_path / "start", "--steps", "1", "--lr", "1e-12"))  # ~ the initial weights
+    train.main(small_run(manifest, tmp_path / "run", "--steps", "3", locked))
+    start, end = (torch.load(tmp_path / run / "ckpt.pt", weights_only=True)["model"] for run in ("start", "run"))
+    frozen = [k for k in start if k.startswith(prefix) and k != "visual.proj"]
+    assert frozen and all(torch.allclose(start[k], end[k], atol=1e-9) for k in frozen)
+    assert not torch.allclose(start["text_projection"], end["text_projection"])  # the projections learn
+    assert not torch.allclose(start["visual.proj"], end["visual.proj"])
+    free = "token_embedding.weight" if locked == "--lock-image" else "visual.conv1.weight"
+    assert not torch.allclose(start[free], end[free])
+
+
+def test_init_from_a_train_checkpoint_continues_with_its_tokenizer(manifest, tmp_path):
+    train.main(small_run(manifest, tmp_path / "first", "--steps", "2"))
+    train.main(small_run(manifest, tmp_path / "second", "--steps", "2", "--init", str(tmp_path / "first" / "ckpt.pt")))
+    first = train.Tokenizer.load(tmp_path / "first" / "tokenizer.json")
+    second = train.Tokenizer.load(tmp_path / "second" / "tokenizer.json")
+    caption = "a SAR image of three ships in a row."
+    assert torch.equal(first([caption]), second([caption])) and first.vocab_size == second.vocab_size
+    ckpt = torch.load(tmp_path / "second" / "ckpt.pt", weights_only=True)
+    assert ckpt["config"] == torch.load(tmp_path / "first" / "ckpt.pt", weights_only=True)["config"]
+
+
+def test_data_synthetic_mixes_the_embedded_set_with_a_manifest(manifest, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train.synthetic, "make_synthetic", lambda out: {"scenes": manifest})  # no 25 s set here
+    args = small_run(manifest, tmp_path / "run", "--steps", "1")
+    args[args.index("--data") + 1:args.index("--data") + 2] = ["synthetic", manifest]  # --data synthetic real.jsonl
+    train.main(args)
+    n_train = sum(e["split"] == "train" for e in train.data.read_manifest(manifest))
+    assert f"{2 * n_train} training / " in capsys.readouterr().out  # both parts (here the same set twice)
+
+
+def test_counterfactual_tokens_mask_captions_without_counts():
+    tokenizer = lambda texts: torch.tensor([[len(t)] for t in texts])  # any list[str] -> [N, L]
+    tokens, mask = train.counterfactual_tokens(["a SAR image of two ships.", "an empty SAR image."],
+                                               [{"ship": 2}, {}], 2, [0, 0], tokenizer)
+    assert tokens.shape == (2, 2, 1) and mask.tolist() == [[True, True], [False, False]]
+    assert tokens[1].flatten().tolist() == [0, 0]  # padding: empty strings, masked out of the loss
