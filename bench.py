@@ -1,4 +1,5 @@
-"""Benchmarks: `python bench.py [section ...]`, sections listed in SECTIONS; no section runs them all.
+"""Benchmarks: `python bench.py [section ...]`, sections listed in SECTIONS; no section runs them all but
+the hour-long ablations (`python bench.py ablations [--steps N]`).
 
 Numbers depend on the machine; the README records what they were on a 2-core CPU.
 """
@@ -20,10 +21,12 @@ def timed(step, warmup=3, repeats=10):
     return (time.perf_counter() - start) / repeats
 
 
-def training_step(size, batch_size, device="cpu", dtype=None):
-    """A function doing one training step of preset `size` (forward, symmetric loss, backward, AdamW)."""
+def training_step(size, batch_size, device="cpu", dtype=None, image_size=None):
+    """A function doing one training step of preset `size` (forward, symmetric loss, backward, AdamW);
+    image_size overrides the preset's, as train.py --image-size does."""
     torch.manual_seed(0)
-    cfg = CLIPConfig(**{**SIZES[size], "in_channels": 1})  # train.py's SAR models are single-channel
+    cfg = CLIPConfig(**{**SIZES[size], "in_channels": 1,  # train.py's SAR models are single-channel
+                        "image_size": image_size or SIZES[size]["image_size"]})
     model = CLIP(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     images = torch.rand(batch_size, 1, cfg.image_size, cfg.image_size, device=device)
@@ -88,22 +91,71 @@ def bench_d2c(n_records=2000):
     print(f"d2c         {5 * len(records) / seconds:,.0f} captions/s ({len(records)} records, 5 captions each)")
 
 
-def bench_loading(n_images=512, workers=(0, 1)):
-    """Data loading images/s at the tiny preset's resolution: PNG decode, resize to 64 px, tokenise."""
+# The shared real SAR sets (../shared/sar), as data.build_manifest reads them.
+REAL_SETS = (("SSDD", "voc:{sar}/ssdd_train"),  # 3-channel gray JPEGs, 190-668 px
+             ("MSTAR scenes", "voc:{sar}/mstar_scenes:{sar}/mstar_scenes/classes.txt"),  # JPEG ~491 x 594
+             ("HRSID", "coco:{sar}/hrsid_mini/annotations.json"))  # 800 x 800 JPEG
+
+
+def loading_rate(dataset, n_images, n_workers):
+    """Images/s through a DataLoader (batch 64) over n_images items, cycling a smaller dataset. The files
+    are read once first, so that the page cache, not the disk, serves them (as from the second epoch on)."""
+    from pathlib import Path
+    items = torch.utils.data.Subset(dataset, [i % len(dataset) for i in range(n_images)])
+    for entry in dataset.entries[:n_images]:
+        Path(entry["image"]).read_bytes()
+    loader = torch.utils.data.DataLoader(items, batch_size=64, num_workers=n_workers)
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return n_images / (time.perf_counter() - start)
+
+
+def loading_table(manifests, tokenizer, n_images, sizes):
+    """Prints bench_loading's table: a row per (image size, manifest), training images/s beside."""
+    import data
+    print(f"loading     {n_images} images a cell (smaller sets cycled), batch 64, {torch.get_num_threads()} threads;"
+          f" training: the tiny preset, batch 64\n")
+    print("| data | px | 0 workers | 1 worker | 0 workers, augmented | training | loading / training |\n"
+          + "|---" * 7 + "|")
+    for size in sizes:
+        step, _ = training_step("tiny", 64, image_size=size)
+        training = 64 / timed(step, warmup=2, repeats=5)
+        for name, manifest, split in manifests:
+            plain = data.ManifestDataset(manifest, tokenizer, image_size=size, split=split)
+            augmented = data.ManifestDataset(manifest, tokenizer, image_size=size, split=split, augment=True)
+            rates = [loading_rate(plain, n_images, 0), loading_rate(plain, n_images, 1),
+                     loading_rate(augmented, n_images, 0)]
+            print(f"| {name} ({len(plain)} images) | {size} | " + " | ".join(f"{r:,.0f}" for r in rates) +
+                  f" | {training:,.0f} | {rates[2] / training:.1f}x |", flush=True)
+
+
+def bench_loading(n_images=256, sizes=(64, 128)):
+    """ManifestDataset images/s (decode, resize, tokenise) beside the tiny model's training images/s.
+
+    On the synthetic set and, when ../shared/sar exists, on real SSDD, MSTAR and HRSID JPEGs, at the
+    tiny preset's 64 px and at 128 px (`train.py --image-size 128`). Loading should be at least 3x
+    faster than training, or the model waits for data: the ratio is for train.py's defaults (0 workers,
+    box-aware augmentation on), where each batch is loaded in the training process between steps.
+    """
+    import tempfile
+    from pathlib import Path
+
     import data
     import synthetic
     from sarclip import Tokenizer
-    manifest = synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)["scenes"]
-    captions = [c for e in data.read_manifest(manifest) for c in e["captions"]]
+    manifests = [("synthetic", synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)["scenes"], "train")]
+    captions = [c for e in data.read_manifest(manifests[0][1]) for c in e["captions"]]
     tokenizer = Tokenizer.train(captions, SIZES["tiny"]["vocab_size"], SIZES["tiny"]["context_length"])
-    dataset = data.ManifestDataset(manifest, tokenizer, image_size=SIZES["tiny"]["image_size"], split="train")
-    for n_workers in workers:
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n_images)), batch_size=64,
-                                             num_workers=n_workers)
-        start = time.perf_counter()
-        for _ in loader:
-            pass
-        print(f"loading     {n_images / (time.perf_counter() - start):,.0f} images/s at 64 px, {n_workers} workers")
+    sar = Path(__file__).resolve().parent.parent / "shared" / "sar"
+    if not sar.is_dir():
+        print(f"loading     real SAR: skipped, no {sar}")
+    with tempfile.TemporaryDirectory() as folder:
+        for name, source in REAL_SETS if sar.is_dir() else ():
+            path = Path(folder) / f"{name.replace(' ', '_')}.jsonl"
+            data.build_manifest([source.format(sar=sar)], path, verbose=False)
+            manifests.append((name, path, None))
+        loading_table(manifests, tokenizer, n_images, sizes)
 
 
 def bench_eval(checkpoint=None):
@@ -319,12 +371,195 @@ def bench_tiff(sides=TIFF_SIDES):
               f"{'x'.join(map(str, cell['shape']))} |")
 
 
+# Ablations: the tiny preset's default run, then one train.py option changed at a time.
+ABLATIONS = (  # (folder, variant, train.py flags)
+    ("default", "default", ()),
+    ("anyreader", "AnyReader", ("--anyreader",)),
+    ("simple_captions", "simple captions", ("--captions", "simple")),
+    ("no_dedup_targets", "no dedup targets", ("--no-dedup-targets",)),
+    ("no_count_negatives", "no count negatives", ("--count-negatives", "0")),
+    ("no_augment", "no augmentation", ("--no-augment",)),
+)
+ABLATION_METRICS = (  # (column, keys into eval.json); every one a percentage but the last
+    ("retrieval mean recall", ("retrieval", "mean_recall")),
+    ("zero-shot top-1", ("zero_shot", "top1")),
+    ("linear probe top-1", ("linear_probe", "top1")),
+    ("16-shot top-1", ("few_shot", "16", "mean")),
+    ("counting accuracy", ("counting", "accuracy")),
+    ("counting MAE", ("counting", "mae")),
+)
+
+
+def metric(report, keys):
+    """report[keys[0]][keys[1]]..., or None when eval.py did not measure it."""
+    for key in keys:
+        if not isinstance(report, dict) or key not in report:
+            return None
+        report = report[key]
+    return report
+
+
+def run_logged(command, log, cwd):
+    """Minutes to run command, its output going to the log file; a failure names the log and ends the bench."""
+    import subprocess
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        done = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode:
+        sys.exit(f"bench.py: {command[1]} failed (exit {done.returncode}); see {log}")
+    return (time.perf_counter() - start) / 60
+
+
+def finished_run(folder, settings):
+    """The ablation.json of a run in folder that ended with eval.json and trained with exactly these
+    train.py settings (all but --out: a changed default in train.py means a new run), else None."""
+    import json
+    if not ((folder / "ablation.json").is_file() and (folder / "eval.json").is_file()):
+        return None
+    done = torch.load(folder / "ckpt.pt", map_location="cpu", weights_only=True)["args"]
+    if {k: v for k, v in done.items() if k != "out"} != {k: v for k, v in settings.items() if k != "out"}:
+        return None
+    return json.loads((folder / "ablation.json").read_text())
+
+
+def train_arguments(folder, steps, flags):
+    """train.py's command line for one variant."""
+    return ["--size", "tiny", "--steps", str(steps), "--out", str(folder), *flags]
+
+
+def ablation_run(folder, steps, flags, root):
+    """Train and evaluate one variant in folder; returns {flags, train_minutes, eval_minutes}, also kept in
+    folder/ablation.json."""
+    import json
+    folder.mkdir(parents=True, exist_ok=True)
+    train_command = [sys.executable, "train.py", *train_arguments(folder, steps, flags)]
+    train_minutes = run_logged(train_command, folder / "train.log", root)
+    # The untrained baseline is the same for every variant: eval.py computes it for the default only.
+    evaluate = [sys.executable, "eval.py", "--checkpoint", str(folder / "ckpt.pt"),
+                "--baselines", *([] if flags else ["untrained"])]
+    eval_minutes = run_logged(evaluate, folder / "eval.log", root)
+    record = {"flags": list(flags), "train_minutes": train_minutes, "eval_minutes": eval_minutes}
+    (folder / "ablation.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def ablation_table(rows):
+    """Markdown: one row per variant (name, flags, training minutes, the metrics), then the untrained model."""
+    header = ["variant", "flag", "train min"] + [name for name, _ in ABLATION_METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for variant, flags, minutes, report in rows:
+        values = [metric(report, keys) for _, keys in ABLATION_METRICS]
+        cells = ["-" if v is None else f"{v:.1f}" for v in values[:-1]]
+        cells.append("-" if values[-1] is None else f"{values[-1]:.2f}")  # MAE in objects: two decimals
+        flag = f"`{' '.join(flags)}`" if flags else "-"
+        minutes = "-" if minutes is None else f"{minutes:.1f}"
+        lines.append(f"| {variant} | {flag} | {minutes} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_ablations(rows, path, steps):
+    """Left: grouped bars, one group per percentage metric, one bar per variant; right: counting MAE."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    percent = ABLATION_METRICS[:-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), width_ratios=(4, 1), layout="constrained")
+    width = 0.8 / len(rows)
+    for i, (variant, _, _, report) in enumerate(rows):
+        color = "0.7" if variant.startswith("untrained") else f"C{i}"
+        values = [metric(report, keys) or 0 for _, keys in percent]
+        left.bar(np.arange(len(percent)) + (i - (len(rows) - 1) / 2) * width, values, width, label=variant, color=color)
+        right.bar(i, metric(report, ABLATION_METRICS[-1][1]) or 0, color=color)
+    left.set_xticks(range(len(percent)), [name for name, _ in percent])
+    left.set(ylabel="percent (higher is better)", title=f"the tiny preset, {steps} steps, one option changed at a time")
+    left.legend(fontsize=8)
+    right.set_xticks(range(len(rows)), [variant for variant, *_ in rows], rotation=60, ha="right", fontsize=8)
+    right.set(ylabel="objects (lower is better)", title="counting MAE")
+    for ax in (left, right):
+        ax.grid(True, axis="y", alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def bench_ablations(steps=600, out="out/ablations", docs="docs"):
+    """Train the tiny preset with one option changed at a time, evaluate each with eval.py, and write
+    the table to docs/ablations.md and the bars to docs/ablations.png.
+
+    Every run has the same seed (0), data (the synthetic set) and budget (`--steps`, batch 64), so a
+    difference is the option's. The variants test: AnyReader (tiles at native resolution instead of
+    one resized view), simple captions (one fixed D2C template instead of diverse ones), no dedup
+    targets (a caption also true of another image in the batch counts as a negative for it), no count
+    negatives (no false-count caption copies: count-aware training off), no augmentation (no box-aware
+    flips, turns and crops). A variant whose flag train.py rejects is skipped, with a line saying so.
+    Runs go to out/ablations/<variant>; one finished with the same train.py settings is reused, so an
+    interrupted bench resumes.
+    On a 2-core CPU the full bench (600 steps) takes about an hour: ~7 min training and ~1 min eval a run.
+    """
+    import contextlib
+    import io
+    import json
+    from pathlib import Path
+
+    import train
+    root = Path(__file__).resolve().parent
+    rows = []
+    for name, variant, flags in ABLATIONS:
+        folder = root / out / name
+        try:  # what train.py will run with, its defaults included, to compare with a finished run's
+            with contextlib.redirect_stderr(io.StringIO()) as complaint:
+                settings = vars(train.parse_args(train_arguments(folder, steps, flags)))
+        except SystemExit:  # argparse's usage and error, e.g. a flag train.py does not have yet
+            print(f"ablations   {variant}: skipped, train.py says {complaint.getvalue().split('error: ')[-1].strip()}")
+            continue
+        if record := finished_run(folder, settings):
+            print(f"ablations   {variant}: reusing the finished run in {folder}")
+        else:
+            print(f"ablations   {variant}: {steps} steps in {folder} ...", flush=True)
+            record = ablation_run(folder, steps, flags, root)
+        report = json.loads((folder / "eval.json").read_text())
+        rows.append((variant, flags, record["train_minutes"], report))
+        print(f"ablations   {variant}: trained in {record['train_minutes']:.1f} min, "
+              f"evaluated in {record['eval_minutes']:.1f} min")
+    default = rows[0][3]
+    rows.append(("untrained (default's start)", (), None, default["baselines"]["untrained"]))
+    chance = (f"Chance: retrieval mean recall {default['retrieval']['chance_mean_recall']:.1f}, zero-shot "
+              f"{default['zero_shot']['chance']:.1f}, counting accuracy {default['counting']['chance']:.1f} "
+              f"and MAE {default['counting']['chance_mae']:.2f} (a uniform guess from 1-10).")
+    text = (f"`python bench.py ablations --steps {steps}`: the tiny preset on the synthetic set, seed 0, "
+            f"batch 64, {steps} steps, one option changed at a time; {torch.get_num_threads()} CPU threads, "
+            f"torch {torch.__version__}. Percentages but counting MAE (objects); 16-shot is the mean over "
+            f"eval.py's draws.\n\n{ablation_table(rows)}\n\n{chance}\n")
+    print("\n" + text)
+    docs = root / docs
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "ablations.md").write_text(text)
+    plot_ablations(rows, docs / "ablations.png", steps)
+    print(f"ablations   wrote {docs / 'ablations.md'}, {docs / 'ablations.png'}")
+
+
 SECTIONS = {"train_step": bench_train_step, "d2c": bench_d2c, "loading": bench_loading, "eval": bench_eval,
-            "anyreader": bench_anyreader, "tiff": bench_tiff}
+            "anyreader": bench_anyreader, "tiff": bench_tiff, "ablations": bench_ablations}
+ON_REQUEST = ("ablations",)  # an hour of training: run only when named
+
+
+def parse_args(argv=None):
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("sections", nargs="*", metavar="section",
+                   help=f"any of {', '.join(SECTIONS)}; none: all but {', '.join(ON_REQUEST)}")
+    p.add_argument("--steps", type=int, default=600, help="ablations: training steps per variant")
+    p.add_argument("--out", default="out/ablations", help="ablations: folder for the runs, one per variant")
+    p.add_argument("--docs", default="docs", help="ablations: folder for ablations.md and ablations.png")
+    args = p.parse_args(argv)
+    if unknown := [name for name in args.sections if name not in SECTIONS]:
+        p.error(f"unknown section {', '.join(unknown)}; the sections are {', '.join(SECTIONS)}")
+    return args
+
 
 if __name__ == "__main__":
-    unknown = [name for name in sys.argv[1:] if name not in SECTIONS]
-    if unknown:
-        sys.exit(f"bench.py: unknown section {', '.join(unknown)}; the sections are {', '.join(SECTIONS)}")
-    for name in sys.argv[1:] or SECTIONS:
-        SECTIONS[name]()
+    args = parse_args()
+    for name in args.sections or [s for s in SECTIONS if s not in ON_REQUEST]:
+        if name == "ablations":
+            bench_ablations(args.steps, args.out, args.docs)
+        else:
+            SECTIONS[name]()

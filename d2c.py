@@ -10,12 +10,17 @@ how big they are, how a group of three or more is arranged, whether they are nea
 scene type. Variety (synonyms, templates, fact order, facts left out) comes from a seeded
 random.Random: a fact may be left out, never invented.
 
-A record is a plain dict; the last three keys are optional:
+A record is a plain dict; the last three keys are optional, and so are an object's flags:
 
     {"width": 800, "height": 600,                                   # pixels
      "objects": [{"category": "ship", "box": [x0, y0, x1, y1]},     # pixels, x right, y down
-                 {"category": "aircraft", "box": [...], "near_coast": True}],
+                 {"category": "aircraft", "box": [...], "near_coast": True},
+                 {"category": "T72 tank", "box": [...], "size_known": False}],
      "pixel_spacing": 3.0, "scene": "inshore", "source": "HRSID"}  # metres/pixel, offshore|inshore
+
+"size_known": False says the box marks where the object is but not how big it is (a classification
+chip: the target is centred, its extent unknown). No size word ("small") and no length ("about 8 m
+long") is then said of it, or of a group it belongs to; its position and count still are.
 
 count_counterfactuals turns a true caption into false ones that differ in a single count ("three
 ships" -> "five ships"): hard negatives for count-aware training (Paiss et al., ICCV 2023).
@@ -249,7 +254,8 @@ def group_phrase(category, objects, record, facts, rng, digits=False):
     n, width, height = len(boxes), record["width"], record["height"]
     noun = plural(category, n)
     sizes = {size_class(box, width, height) for box in boxes}
-    if "size" in facts and len(sizes) == 1:  # a size word only when every member shares it
+    sizes_known = all(obj.get("size_known", True) for obj in objects)  # else a box's size is no fact
+    if "size" in facts and sizes_known and len(sizes) == 1:  # a size word only when every member shares it
         noun = f"{sizes.pop()} {noun}"
     head = [count_phrase(n, noun, rng, digits)]
     asides = []  # facts that follow a comma: ", one in the upper-left and one at the centre"
@@ -266,7 +272,7 @@ def group_phrase(category, objects, record, facts, rng, digits=False):
             head.append(coast)
         else:
             asides.append(f"{count_word(near)} of them {coast}")
-    if "length" in facts and record.get("pixel_spacing"):
+    if "length" in facts and sizes_known and record.get("pixel_spacing"):
         asides.append(length_phrase(boxes, record["pixel_spacing"], rng))
     return ", ".join([" ".join(head)] + asides)
 
@@ -352,6 +358,8 @@ def check_record(record):
         if box[2] <= box[0] or box[3] <= box[1]:
             raise ValueError(f"object {i} ({category}) has an empty or negative-size box {list(box)}: "
                              "need x1 > x0 and y1 > y0")
+        if not isinstance(obj.get("size_known", True), bool):
+            raise ValueError(f"object {i} ({category}) 'size_known' must be True or False, got {obj['size_known']!r}")
 
 
 def captions(record, n=5, seed=0, simple=False):

@@ -3,23 +3,37 @@
 MMSAR is the union of SAR object-detection sets, each image captioned by D2C from its boxes. This file
 reads the usual detection formats as the public releases ship them into one Record type, checks them,
 writes them as a manifest, reads SAR pixels (any TIFF sample type, huge scenes bounded in memory), and
-serves a manifest to training. The embedded synthetic default set lives in synthetic.py.
+serves a manifest to training. Two more kinds of set join it: classification chip sets (one target
+per chip, captioned by D2C in the words of a zero-shot prompt) and captioned image sets (a csv file
+of image paths and captions, used as they are). The embedded synthetic default set lives in synthetic.py.
 
     python data.py build --source HRSID=coco:HRSID/annotations/train2017.json \\
-                         --source voc:mstar_scenes:mstar_scenes/classes.txt --out mmsar.jsonl
+                         --source voc:mstar_scenes:mstar_scenes/classes.txt \\
+                         --source chips:mstar_chips_17deg:mstar_names.txt \\
+                         --source SARCAP=csv:SARCAP/train.csv --out mmsar.jsonl
     python data.py sarcount --manifest mmsar.jsonl --out sarcount.jsonl --split test
 
-A manifest is JSON Lines, one image per line (the last three keys only when known):
+A manifest is JSON Lines, one image per line (the keys after "source_named" only when they apply):
 
     {"image": "JPEGImages/000001.jpg", "width": 491, "height": 594, "source": "mstar_scenes",
      "counts": {"BRDM2": 1, "ZIL131": 1}, "boxes": [[15, 354, 108, 448, "BRDM2"], ...],
-     "captions": ["a SAR image of a BRDM2 and a ZIL131.", ...], "split": "train",
+     "captions": ["a SAR image of a BRDM2 and a ZIL131.", ...], "split": "train", "source_named": false,
      "pixel_spacing": 2.0, "scene": "inshore", "near_coast": [false, true]}
+
+- source: the set's label (the NAME given in "NAME=KIND:PATH", else its folder's name), for reports.
+- source_named: true when the user gave that NAME; only then may a caption say "from HRSID" (a folder
+  name such as "VOC2007" is no fact about the image). Missing (older manifests) reads as false.
+- "chip": true marks a classification chip (kind chips): one target of its class, centred; its box is
+  the chip's middle half, which says where the target is but not how big (D2C's size_known False).
+- "captions_from": "csv" marks captions taken from a captioned image set as written: counts {} and
+  boxes [], since the file gives none. Nothing re-captions these entries (simple captions, augmentation)
+  and counting leaves them out. Without this key, the captions were written by D2C from the boxes.
 
 An image path is relative to the manifest's folder (so data and manifest move together), or absolute
 when the image lies outside that folder.
 """
 import argparse
+import csv
 import hashlib
 import json
 import math
@@ -93,6 +107,9 @@ class Record:
     pixel_spacing: float | None = None  # metres per pixel, when the annotation says
     scene: str | None = None        # "offshore", "inshore" or None
     annotation: str = ""            # the annotation file it came from, for the build report
+    captions: list | None = None    # captions given with the image (a csv set): used as they are, no D2C
+    chip: bool = False              # a classification chip: one centred target whose size is unknown
+    split: str | None = None        # a split the set fixes (chips: eval.py's held-out rule), else hashed
 
     def to_d2c(self):
         """The plain dict d2c.captions reads (polygons left out)."""
@@ -360,6 +377,136 @@ def read_dota(folder, classes=None, problems=None):
 READERS = {"voc": read_voc, "coco": read_coco, "yolo": read_yolo, "dota": read_dota}
 
 
+# ---- classification chips: one folder of images per class ---------------------------------------------
+
+HOLD_OUT_EVERY = 5  # every 5th chip of a class, in file-name order, is held out: eval.py tests on these
+
+
+def chip_files(class_folder):
+    """The images of one class folder, in the order the held-out rule counts them: sorted paths of any
+    image extension, sub-folders included (eval.py's read_chip_folder reads the same list)."""
+    return sorted(p for p in Path(class_folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def chip_is_held_out(position, every=HOLD_OUT_EVERY):
+    """True for the chips a model must not train on: positions 4, 9, 14, ... (0-based) in chip_files,
+    every `every`-th chip of its class. One rule for data.py's "test" split and eval.py's test set."""
+    return (position + 1) % every == 0
+
+
+def chip_class_phrases(path, folders, problems=None):
+    """{folder: phrase} from a names file of lines "folder phrase" ("T72 T72 tank"), path None for none.
+
+    A folder not named there is its own phrase, underscores read as spaces ("Fishing_Boat" -> "Fishing
+    Boat"): the rule of eval.py's read_class_names, so captions use a zero-shot prompt's words. A name
+    with no folder is reported in problems.
+    """
+    phrases = {}
+    for line in read_text(path).splitlines() if path else []:
+        folder, _, phrase = line.strip().partition(" ")
+        if folder:
+            phrases[folder] = phrase.strip() or folder
+    for unknown in sorted(set(phrases) - set(folders)):
+        (problems if problems is not None else []).append(("class name with no folder (ignored)", f"{path}: {unknown}"))
+    return {folder: phrases.get(folder, folder.replace("_", " ")) for folder in folders}
+
+
+def chip_object(phrase, width, height):
+    """A chip's one object: the class phrase's category, its box the chip's middle half, size unknown.
+
+    Chip sets centre the target (MSTAR, FUSAR-Ship, OpenSARShip), but its extent is unknown: a target
+    may fill the chip or a tenth of it. The middle half [W/4, H/4, 3W/4, 3H/4] puts the centre where
+    it is known to be (D2C says "at the centre", true), and a crop of it keeps the target's core;
+    size_known False stops D2C from calling it "large" or giving it a length the box does not measure.
+    """
+    box = [width / 4, height / 4, 3 * width / 4, 3 * height / 4]
+    return {"category": category_name(phrase), "box": box, "size_known": False}
+
+
+def read_chips(folder, names=None, problems=None):
+    """A folder-per-class chip set (MSTAR, FUSAR-Ship, OpenSARShip): one Record per chip, one object each.
+
+    names: the optional "folder phrase" file (chip_class_phrases). The split is fixed by the set:
+    chip_is_held_out chips are "test", the rest "train", counted over chip_files so that a chip that
+    fails to read does not shift the others. Raises SARDataError when folder has no class folders.
+    """
+    folder, problems = Path(folder), [] if problems is None else problems
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not classes:
+        raise SARDataError(f"{folder}: no class folders (a chips source is one sub-folder of images per class)")
+    records = []
+    for folder_name, phrase in chip_class_phrases(names, classes, problems).items():
+        if not (paths := chip_files(folder / folder_name)):
+            problems.append(("class folder has no images", str(folder / folder_name)))
+        for position, path in enumerate(paths):
+            try:
+                width, height = image_size(path)
+            except SARDataError as error:
+                problems.append(("corrupt image", str(error)))
+                continue
+            records.append(Record(str(path), width, height, [chip_object(phrase, width, height)], chip=True,
+                                  split="test" if chip_is_held_out(position) else "train", annotation=str(path)))
+    return records
+
+
+# ---- captioned image sets: a csv file of image paths and captions -----------------------------------
+
+CSV_COLUMNS = ("filepath", "title")  # open_clip's defaults (--csv-img-key, --csv-caption-key)
+
+
+def csv_delimiter(header_line):
+    """Tab when the header line holds one (open_clip's default separator), else comma."""
+    return "\t" if "\t" in header_line else ","
+
+
+def csv_rows(path, columns):
+    """(line number, image text, caption text) of each data row of a csv file with a header row.
+
+    Raises SARDataError naming the file when it cannot be read or lacks a column (and lists those found).
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=csv_delimiter(f.readline()))
+            f.seek(0)
+            header = [name.strip() for name in next(reader, [])]
+            if missing := [c for c in columns if c not in header]:
+                raise SARDataError(f"{path}: no column {' or '.join(map(repr, missing))}; columns found: "
+                                   f"{', '.join(map(repr, header)) or 'none'} (give them as csv:FILE:IMAGE:CAPTION)")
+            image_at, caption_at = (header.index(c) for c in columns)
+            for row in reader:
+                if row:  # a blank line is no row
+                    row += [""] * (len(header) - len(row))  # a short row: its missing cells are empty
+                    yield reader.line_num, row[image_at].strip(), row[caption_at].strip()
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise SARDataError(f"cannot read caption file {path}: {error}") from error
+
+
+def read_csv(path, columns=CSV_COLUMNS, problems=None):
+    """A captioned image set (open_clip's csv: SARCAP, SARVLM-1M): one Record per image, its captions given.
+
+    Comma- or tab-separated (csv_delimiter), UTF-8 with or without a byte-order mark, a header row
+    naming the columns (default "filepath" and "title"). Image paths are relative to the file's folder,
+    or absolute. Every row of one image adds a caption to it (file order, duplicates dropped). A row
+    whose image is missing or whose caption is empty is reported in problems with its line and skipped.
+    """
+    path, problems = Path(path), [] if problems is None else problems
+    captions, first_line, exists = {}, {}, {}  # by image path, in the file's order
+    for line, image_text, caption in csv_rows(path, columns):
+        image = Path(os.path.normpath(path.parent / image_text)) if image_text else None
+        if image is not None and image not in exists:  # one look at the disk per image, not per caption
+            exists[image] = image.is_file()
+        if image is None or not exists[image]:
+            problems.append(("missing image", f"{path}, line {line}: {image or 'no image path'}"))
+        elif not caption:
+            problems.append(("empty caption", f"{path}, line {line}"))
+        else:
+            first_line.setdefault(image, line)
+            if caption not in (found := captions.setdefault(image, [])):
+                found.append(caption)
+    return [Record(str(image), None, None, [], captions=found, annotation=f"{path}, line {first_line[image]}")
+            for image, found in captions.items()]
+
+
 # ---- SAR pixels ---------------------------------------------------------------------------------------
 
 PERCENTILES = (1.0, 99.0)  # a high-dynamic-range image's log scale is clipped here, then mapped to [0, 1]
@@ -586,21 +733,37 @@ def split_of(key):
     return "train" if u < 0.8 else "val" if u < 0.9 else "test"
 
 
-def parse_source(spec):
-    """"[NAME=]KIND:PATH[:CLASSES]" -> (NAME or None, kind, path, class list or None, the set's root folder).
+SOURCE_KINDS = (*READERS, "chips", "csv")
 
-    Image paths relative to the root decide the split. Only a NAME the user gave may appear in captions
-    ("a SAR image from HRSID"); a folder name ("VOC2007", "tmpx81d") is no fact about the image.
+
+def parse_source(spec):
+    """"[NAME=]KIND:PATH[:EXTRA]" -> (NAME or None, kind, path, EXTRA or None, the set's root folder).
+
+    EXTRA is a class list for voc, coco, yolo and dota, the "folder phrase" names file for chips, and
+    "IMAGE_COLUMN:CAPTION_COLUMN" for csv. Image paths relative to the root decide the split. Only a
+    NAME the user gave may appear in captions ("a SAR image from HRSID"); a folder name ("VOC2007",
+    "tmpx81d") is no fact about the image.
     """
     head, eq, tail = spec.partition("=")
     name, spec = (head, tail) if eq and ":" not in head else (None, spec)
     kind, _, rest = spec.partition(":")
-    path, _, classes = rest.partition(":")
-    if kind not in READERS or not path:
-        raise SARDataError(f"bad source {spec!r}: expected [NAME=]KIND:PATH[:CLASSES], KIND one of {list(READERS)}")
-    folder = Path(path).resolve().parent if kind == "coco" else Path(path).resolve()
-    folder = folder.parent if folder.name.lower() == "annotations" else folder
-    return name or None, kind, path, classes or None, folder
+    path, _, extra = rest.partition(":")
+    if kind not in SOURCE_KINDS or not path:
+        raise SARDataError(f"bad source {spec!r}: expected [NAME=]KIND:PATH[:EXTRA], KIND one of {list(SOURCE_KINDS)}")
+    if kind == "csv" and extra and len(extra.split(":")) != 2:
+        raise SARDataError(f"bad source {spec!r}: expected csv:FILE or csv:FILE:IMAGE_COLUMN:CAPTION_COLUMN")
+    folder = Path(path).resolve().parent if kind in ("coco", "csv") else Path(path).resolve()
+    folder = folder.parent if kind == "coco" and folder.name.lower() == "annotations" else folder
+    return name or None, kind, path, extra or None, folder
+
+
+def read_source(kind, path, extra, problems):
+    """The Records of one source; extra as parse_source returns it."""
+    if kind == "csv":
+        return read_csv(path, tuple(extra.split(":")) if extra else CSV_COLUMNS, problems)
+    if kind == "chips":
+        return read_chips(path, extra, problems)
+    return READERS[kind](path, read_class_list(extra) if extra else None, problems)
 
 
 def checked(record, problems):
@@ -632,7 +795,7 @@ def checked(record, problems):
     if record.objects and not kept:  # "no targets" would be a lie about this image
         problems.append(("skipped: every box dropped", record.image))
         return None
-    if not kept:
+    if not kept and not record.captions:  # given captions say what they say; D2C says "no targets"
         problems.append(("no objects (captioned as an empty scene)", record.image))
     record.objects = kept
     return record
@@ -646,21 +809,28 @@ def tidy(value):
 def manifest_entry(record, key, out_dir, n_captions=5, split=None, source=None):
     """One manifest line for a checked record; captions are seeded by the image's key, so rebuilds agree.
 
-    source: the set's label in the manifest (default record.source, the only name captions may use)."""
+    Captions: the record's own when it has them (a csv set, all of them), else n_captions by D2C.
+    source: the set's label in the manifest (default record.source, the only name captions may use).
+    split: one split for every image, else the record's own (chips), else hashed from key."""
     image = Path(record.image).resolve()
     objects = record.objects
+    captions = record.captions or d2c.captions(record.to_d2c(), n=n_captions, seed=stable_hash(key))
     entry = {"image": image.relative_to(out_dir).as_posix() if image.is_relative_to(out_dir) else str(image),
              "width": record.width, "height": record.height, "source": source or record.source,
              "counts": dict(Counter(obj["category"] for obj in objects)),
              "boxes": [[*map(tidy, obj["box"]), obj["category"]] for obj in objects],
-             "captions": d2c.captions(record.to_d2c(), n=n_captions, seed=stable_hash(key)),
-             "split": split or split_of(key)}
+             "captions": captions, "split": split or record.split or split_of(key),
+             "source_named": bool(record.source)}
     if record.pixel_spacing:
         entry["pixel_spacing"] = record.pixel_spacing
     if record.scene:
         entry["scene"] = record.scene
     if any("near_coast" in obj for obj in objects):
         entry["near_coast"] = [bool(obj.get("near_coast")) for obj in objects]
+    if record.chip:
+        entry["chip"] = True
+    if record.captions:
+        entry["captions_from"] = "csv"
     return entry
 
 
@@ -676,9 +846,14 @@ def refuse_unnamed_classes(records, spec):
 
 
 def build_manifest(sources, out_path, n_captions=5, split=None, verbose=True):
-    """Read the sources ("[NAME=]KIND:PATH[:CLASSES]"), write the MMSAR manifest, return its statistics.
+    """Read the sources ("[NAME=]KIND:PATH[:EXTRA]"), write the MMSAR manifest, return its statistics.
 
-    split: None gives each image its hashed split (split_of); "test" marks a set kept for evaluation.
+    Kinds: voc, coco, yolo, dota (detection sets; EXTRA a class list), chips (a folder per class; EXTRA
+    the "folder phrase" names file) and csv (captioned images; EXTRA "IMAGE_COLUMN:CAPTION_COLUMN").
+    split: None gives each image its hashed split (split_of), chips their held-out rule's
+    (chip_is_held_out); "test" marks a set kept for evaluation. "train" puts every chip in training:
+    right for MSTAR's two-folder protocol (train on 17 degrees, test on 15), wrong when eval.py holds
+    out chips of the same folder.
     A bad file never stops the build: it is noted in stats["problems"] as (kind, file and detail) and
     skipped. A source whose classes are bare numbers nobody named, or a build with no usable image at
     all, raises SARDataError and writes nothing: the manifest appears only whole (a temporary file,
@@ -694,8 +869,8 @@ def build_manifest(sources, out_path, n_captions=5, split=None, verbose=True):
     try:
         with open(tmp, "w") as out:
             for spec in sources:
-                name, kind, path, classes, folder = parse_source(spec)
-                records = READERS[kind](path, read_class_list(classes) if classes else None, problems)
+                name, kind, path, extra, folder = parse_source(spec)
+                records = read_source(kind, path, extra, problems)
                 refuse_unnamed_classes(records, spec)
                 if not records:
                     problems.append(("no annotations found", f"{kind}:{path}"))
@@ -712,7 +887,8 @@ def build_manifest(sources, out_path, n_captions=5, split=None, verbose=True):
                     out.write(json.dumps(entry) + "\n")
                     stats["images"][label] += 1
                     stats["splits"][entry["split"]] += 1
-                    for category, count in (entry["counts"] or {"(no objects)": 0}).items():
+                    no_objects = "(csv captions)" if record.captions else "(no objects)"
+                    for category, count in (entry["counts"] or {no_objects: 0}).items():
                         stats["objects"][label, category] += count
                         stats["images_with"][label, category] += 1
         if not stats["images"]:
@@ -760,6 +936,133 @@ def read_manifest(path):
     return entries
 
 
+# ---- box-aware augmentation: the image and its boxes move together, D2C re-captions -------------------
+
+AUGMENT_ODDS = {"flip_x": 0.5, "flip_y": 0.5, "crop": 0.5}  # how often each transform is drawn
+CROP_SIDE = (0.5, 1.0)  # a crop window's width and height, as fractions of the image's, drawn uniformly
+CROP_TRIES = 10         # crop windows drawn before giving up on a crop (each must cut no box)
+AUGMENT_STREAM = 7919   # a 4th seed word of its own: the augmentation's numbers are not the stand-ins'
+
+
+def captioned_from_boxes(entry):
+    """True for an entry whose captions D2C wrote from its boxes; False for a csv set's own captions,
+    which may say anything (positions too), so nothing may re-caption or move them."""
+    return "captions_from" not in entry
+
+
+def entry_record(entry):
+    """The D2C record of a manifest entry: its boxes, per-object near_coast, size unknown for chips,
+    and the source only when the user named it (source_named)."""
+    near = entry.get("near_coast") or [None] * len(entry["boxes"])
+    objects = []
+    for (*box, category), near_coast in zip(entry["boxes"], near):
+        obj = {"category": category, "box": box}
+        if near_coast is not None:
+            obj["near_coast"] = near_coast
+        if entry.get("chip"):
+            obj["size_known"] = False
+        objects.append(obj)
+    return {"width": entry["width"], "height": entry["height"], "objects": objects,
+            "pixel_spacing": entry.get("pixel_spacing"), "scene": entry.get("scene"),
+            "source": entry["source"] if entry.get("source_named") else None}
+
+
+def box_inside(box, window):
+    """True when box lies wholly inside window, False when wholly outside, None when window cuts it."""
+    if box[0] >= window[0] and box[1] >= window[1] and box[2] <= window[2] and box[3] <= window[3]:
+        return True
+    if box[2] <= window[0] or box[0] >= window[2] or box[3] <= window[1] or box[1] >= window[3]:
+        return False
+    return None
+
+
+def crop_window(rng, width, height, boxes):
+    """A crop window (x0, y0, x1, y1), whole pixels, each side CROP_SIDE of the image's, at a random place.
+
+    The rule for targets, so that the caption stays true: a window that cuts any box (part of a target
+    inside, part out) is redrawn, since a half ship is neither one ship nor none; boxes wholly outside
+    are dropped, and the count drops with them ("two ships" when two of three remain); a window that
+    would leave no object of an image that has some is redrawn too. After CROP_TRIES windows, None:
+    no crop (a scene crowded with targets is served whole).
+    """
+    for _ in range(CROP_TRIES):
+        w, h = (max(1, round(side * rng.uniform(*CROP_SIDE))) for side in (width, height))
+        x0, y0 = int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1))
+        window = (x0, y0, x0 + w, y0 + h)
+        inside = [box_inside(box, window) for box in boxes]
+        if None not in inside and (any(inside) or not boxes):
+            return window
+    return None
+
+
+def draw_augmentation(rng, width, height, boxes, crop=True):
+    """Random transform parameters for an image of width x height pixels with boxes [[x0, y0, x1, y1], ...].
+
+    {"crop": a crop_window or None, "flip_x": bool, "flip_y": bool, "turns": 0-3 quarter turns
+    anticlockwise}, applied in that order by augment_record and augment_image. crop=False never crops
+    (chips: the one thing known about their target is that it is centred). rng: a numpy Generator.
+    """
+    params = {"flip_x": bool(rng.random() < AUGMENT_ODDS["flip_x"]),
+              "flip_y": bool(rng.random() < AUGMENT_ODDS["flip_y"]), "turns": int(rng.integers(4))}
+    wants_crop = rng.random() < AUGMENT_ODDS["crop"]
+    params["crop"] = crop_window(rng, width, height, boxes) if crop and wants_crop else None
+    return params
+
+
+def moved_box(box, width, height, params):
+    """A box [x0, y0, x1, y1] of an uncropped width x height image after the flips and turns of params."""
+    x0, y0, x1, y1 = box
+    if params["flip_x"]:
+        x0, x1 = width - x1, width - x0
+    if params["flip_y"]:
+        y0, y1 = height - y1, height - y0
+    for _ in range(params["turns"]):  # a quarter turn anticlockwise on screen: (x, y) -> (y, width - x)
+        x0, y0, x1, y1, width, height = y0, width - x1, y1, width - x0, height, width
+    return [x0, y0, x1, y1]
+
+
+def augment_record(entry, params):
+    """The D2C record of an entry as transformed by params (draw_augmentation's): what its caption is of.
+
+    A crop keeps the objects wholly inside it (crop_window never cuts one), shifted into the window,
+    with their near_coast; pixel_spacing stays (a crop does not rescale pixels); an "inshore" scene
+    label is dropped, since a crop of a harbour may show only sea ("offshore" stays: part of open sea
+    is open sea). Flips and turns move every box; turns by an odd number swap width and height.
+    """
+    record = entry_record(entry)
+    width, height, objects = record["width"], record["height"], record["objects"]
+    if window := params["crop"]:
+        x0, y0, x1, y1 = window
+        objects = [{**obj, "box": [obj["box"][0] - x0, obj["box"][1] - y0, obj["box"][2] - x0, obj["box"][3] - y0]}
+                   for obj in objects if box_inside(obj["box"], window)]
+        width, height = x1 - x0, y1 - y0
+        record["scene"] = None if record["scene"] == "inshore" else record["scene"]
+    record["objects"] = [{**obj, "box": moved_box(obj["box"], width, height, params)} for obj in objects]
+    record["width"], record["height"] = (height, width) if params["turns"] % 2 else (width, height)
+    return record
+
+
+def augment_image(image, params, width, height, size=None):
+    """image [C, h, w] transformed by params, whose crop is in pixels of the annotated width x height
+    image (the image itself may be loaded smaller, at max_side: the window is scaled to it).
+
+    size: squeeze_to_square to size x size after the crop, before the flips and turns, which then move
+    fewer pixels (the same picture as resizing last, up to rounding).
+    """
+    if window := params["crop"]:
+        sx, sy = image.shape[-1] / width, image.shape[-2] / height
+        x0, y0 = round(window[0] * sx), round(window[1] * sy)
+        x1, y1 = max(x0 + 1, round(window[2] * sx)), max(y0 + 1, round(window[3] * sy))
+        image = image[:, y0:y1, x0:x1]
+    if size is not None:
+        image = squeeze_to_square(image, size)
+    if params["flip_x"]:
+        image = image.flip(-1)
+    if params["flip_y"]:
+        image = image.flip(-2)
+    return torch.rot90(image, params["turns"], dims=(-2, -1))  # anticlockwise, as moved_box
+
+
 # ---- the Dataset ------------------------------------------------------------------------------------
 
 class ManifestDataset(torch.utils.data.Dataset):
@@ -767,9 +1070,15 @@ class ManifestDataset(torch.utils.data.Dataset):
 
     tokenizer: any callable list[str] -> LongTensor [N, L]. image_size=None keeps each image's own size
     (for AnyReader; batch with collate_keep_size), averaged down to max_side when larger. Images are
-    resized whole, not cropped: a caption speaks of every target and where it lies on a 3x3 grid, and
-    a crop could cut one out.
+    resized whole (squeeze_to_square), never cut to a square: a target may sit at an edge.
     simple=True draws D2C's one fixed template instead (the paper's simple-caption ablation).
+    augment=True transforms each image whose captions D2C wrote from boxes: random flips, quarter
+    turns, and for detection scenes a crop (crop_window's rule keeps every target whole), then D2C
+    writes the captions of the transformed boxes, so "upper-left" becomes "upper-right" after a
+    horizontal flip and "three ships" becomes "two ships" when a crop leaves two. Chips are flipped and
+    turned, never cropped; csv entries are served as they are. The transform of an item depends only
+    on (seed, epoch, index), and caption(index), item_captions(index) and item_counts(index) recompute
+    it without loading the image: what the training loop needs for positives and count negatives.
     return_index=True adds the index of the image served to each item: (image, tokens, index).
     replace_unreadable=True serves, for an image that fails to load, a stand-in drawn from (seed, epoch,
     index, try) with its own caption, so one bad file never ends a run and a resumed run replaces it
@@ -780,17 +1089,17 @@ class ManifestDataset(torch.utils.data.Dataset):
     STAND_IN_TRIES = 20  # this many unreadable images in a row mean the data, not a file, is broken
 
     def __init__(self, manifest_paths, tokenizer, image_size, channels=1, split="train", seed=0,
-                 simple=False, return_index=False, max_side=None, replace_unreadable=False):
+                 simple=False, return_index=False, max_side=None, replace_unreadable=False, augment=False):
         paths = [manifest_paths] if isinstance(manifest_paths, (str, Path)) else manifest_paths
         self.entries = [e for p in paths for e in read_manifest(p) if split is None or e["split"] == split]
         if simple:  # counts only, from the boxes, in the order the annotation lists them
-            for entry in self.entries:
-                objects = [{"category": b[4], "box": b[:4]} for b in entry["boxes"]]
-                record = {"width": entry["width"], "height": entry["height"], "objects": objects}
-                entry["captions"] = d2c.captions(record, n=1, simple=True)
+            for entry in filter(captioned_from_boxes, self.entries):
+                entry["captions"] = d2c.captions(entry_record(entry), n=1, simple=True)
         self.tokenizer, self.image_size, self.channels = tokenizer, image_size, channels
         self.seed, self.epoch, self.return_index = seed, 0, return_index
-        self.max_side = max_side or (image_size and 4 * image_size)  # decode no more than will be used
+        self.simple, self.augment = simple, augment
+        # Decode no more than will be used: twice the input side leaves a half-side crop at full detail.
+        self.max_side = max_side or (image_size and 2 * image_size)
         self.replace_unreadable = replace_unreadable
 
     def set_epoch(self, epoch):
@@ -809,15 +1118,50 @@ class ManifestDataset(torch.utils.data.Dataset):
         """Every image's {category: number of objects}."""
         return [entry["counts"] for entry in self.entries]
 
+    def augmentation(self, index):
+        """(draw_augmentation's parameters, D2C seed) of item index this epoch; None when it is served
+        as it is (augment off, or captions not written from boxes)."""
+        entry = self.entries[index]
+        if not self.augment or not captioned_from_boxes(entry):
+            return None
+        rng = np.random.default_rng((self.seed, self.epoch, index, AUGMENT_STREAM))
+        params = draw_augmentation(rng, entry["width"], entry["height"], [box[:4] for box in entry["boxes"]],
+                                   crop=not entry.get("chip"))
+        return params, int(rng.integers(2**63))
+
+    def item_captions(self, index, n=None):
+        """The captions true of item index as served this epoch: the entry's own, or when augmented n of
+        them (default: as many as the entry has) written by D2C for the transformed boxes (augment_record),
+        the first being the one caption(index) serves."""
+        entry = self.entries[index]
+        if (drawn := self.augmentation(index)) is None:
+            return entry["captions"]
+        params, seed = drawn
+        return d2c.captions(augment_record(entry, params), n=n or len(entry["captions"]), seed=seed, simple=self.simple)
+
+    def item_counts(self, index):
+        """{category: number of objects} in item index as served this epoch (a crop may leave fewer)."""
+        if (drawn := self.augmentation(index)) is None:
+            return self.entries[index]["counts"]
+        return dict(Counter(obj["category"] for obj in augment_record(self.entries[index], drawn[0])["objects"]))
+
     def caption(self, index):
-        """The caption drawn for index this epoch: the same for the same (seed, epoch, index)."""
-        options = self.entries[index]["captions"]
-        return options[np.random.default_rng((self.seed, self.epoch, index)).integers(len(options))]
+        """The caption served with item index this epoch, one of item_captions(index), the same for the
+        same (seed, epoch, index). An augmented item's is D2C's first for its transform: writing one
+        caption per item, not five, keeps augmentation cheap (D2C is most of its cost)."""
+        if (drawn := self.augmentation(index)) is None:
+            options = self.entries[index]["captions"]
+            return options[np.random.default_rng((self.seed, self.epoch, index)).integers(len(options))]
+        params, seed = drawn  # item_captions(index, n=1)[0], the transform drawn once
+        return d2c.captions(augment_record(self.entries[index], params), n=1, seed=seed, simple=self.simple)[0]
 
     def image(self, index):
-        """The image, [C, image_size, image_size] (or its own size when image_size is None)."""
-        path, size = self.entries[index]["image"], self.image_size
-        image = load_sar_image(path, self.channels, max_side=self.max_side)  # bounded memory for big scenes
+        """The image, [C, image_size, image_size] (or its own size when image_size is None), transformed
+        as augmentation(index) says."""
+        entry, size = self.entries[index], self.image_size
+        image = load_sar_image(entry["image"], self.channels, max_side=self.max_side)  # bounded memory for big scenes
+        if (drawn := self.augmentation(index)) is not None:
+            return augment_image(image, drawn[0], entry["width"], entry["height"], size)
         return image if size is None else squeeze_to_square(image, size)
 
     def readable(self, index):
@@ -848,8 +1192,12 @@ def collate_keep_size(batch):
 # ---- SARCount: a counting benchmark from any detection manifest ---------------------------------------
 
 def sarcount_entries(entries, max_count=10):
-    """SARCount's images: every target of one category, 1 to max_count of them (counted from the boxes)."""
-    return [e for e in entries if len(e["counts"]) == 1 and 1 <= next(iter(e["counts"].values())) <= max_count]
+    """SARCount's images: every target of one category, 1 to max_count of them (counted from the boxes).
+
+    Chips are left out: one target by construction, they would only fill the "1" column.
+    """
+    return [e for e in entries if len(e["counts"]) == 1 and 1 <= next(iter(e["counts"].values())) <= max_count
+            and not e.get("chip")]
 
 
 def write_sarcount(manifests, out_path, split=None):
@@ -879,9 +1227,10 @@ def write_sarcount(manifests, out_path, split=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="write an MMSAR manifest from detection sets")
+    build = commands.add_parser("build", help="write an MMSAR manifest from detection, chip and captioned sets")
     build.add_argument("--source", action="append", required=True,
-                       help="[NAME=]KIND:PATH[:CLASSES], KIND one of voc, coco, yolo, dota; repeat for more")
+                       help="[NAME=]KIND:PATH[:CLASSES], KIND one of voc, coco, yolo, dota; chips:DIR[:NAMES] "
+                            "(a folder per class); csv:FILE[:IMAGE_COLUMN:CAPTION_COLUMN]; repeat for more")
     build.add_argument("--out", required=True, help="the manifest to write (.jsonl)")
     build.add_argument("--captions", type=int, default=5, help="D2C captions per image")
     build.add_argument("--split", choices=["train", "val", "test"], help="one split for all (default: hashed)")

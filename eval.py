@@ -53,7 +53,6 @@ FEW_SHOT_KS = (1, 2, 4, 8, 16)        # labelled images per class
 FEW_SHOT_SEEDS = range(5)             # which k images are drawn; mean and std over these draws
 FEW_SHOT_WEIGHT_DECAY = 1e-3          # fixed: with 1 image per class there is nothing to validate on
 WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # the linear probe picks one on validation
-HOLD_OUT_EVERY = 5                    # every 5th image of a class is held out (test, or validation)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -325,12 +324,13 @@ def draw(mask, k, generator):
     return candidates[torch.randperm(len(candidates), generator=generator)[:k]]
 
 
-def held_out(labels, every=HOLD_OUT_EVERY):
-    """Bool mask: every `every`-th item of each class, in the given order, is held out (a stable rule)."""
+def held_out(labels, every=data.HOLD_OUT_EVERY):
+    """Bool mask: every `every`-th item of each class, in the given order, is held out (data.chip_is_held_out,
+    the rule that keeps a chips source's test split out of training)."""
     mask = torch.zeros(len(labels), dtype=torch.bool)
     for c in labels.unique():
         members = (labels == c).nonzero()[:, 0]
-        mask[members[every - 1::every]] = True
+        mask[members] = torch.tensor([data.chip_is_held_out(i, every) for i in range(len(members))])
     return mask
 
 
@@ -434,7 +434,7 @@ def read_chip_folder(root, class_names=None):
     for label, name in enumerate(folders):
         if not (root / name).is_dir():  # a test set may lack a class; its training set may not
             continue
-        found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in data.IMAGE_EXTENSIONS)
+        found = data.chip_files(root / name)
         if not found:
             raise ValueError(f"{root / name}: class folder has no images ({' '.join(data.IMAGE_EXTENSIONS)})")
         paths += found
@@ -443,16 +443,13 @@ def read_chip_folder(root, class_names=None):
 
 
 def read_class_names(path, folders):
-    """Prompt phrases for the class folders from lines "folder phrase" ("T72 T72 tank") in the file at path
-    (None: no file); a folder not named there is its own phrase, underscores read as spaces."""
-    phrases = {}
-    for line in Path(path).read_text().splitlines() if path else []:
-        folder, _, phrase = line.strip().partition(" ")
-        if folder:
-            phrases[folder] = phrase.strip() or folder
-    if unknown := sorted(set(phrases) - set(folders)):
-        print(f"{path}: no class folder for {', '.join(unknown)} (ignored)", file=sys.stderr)
-    return [phrases.get(folder, folder.replace("_", " ")) for folder in folders]
+    """Prompt phrases for the class folders, in folder order, from a names file of lines "folder phrase"
+    ("T72 T72 tank"); None: no file. data.chip_class_phrases's rule, the one chip captions follow."""
+    problems = []
+    phrases = data.chip_class_phrases(path, folders, problems)
+    for _, where in problems:
+        print(f"{where}: no class folder of that name (ignored)", file=sys.stderr)
+    return [phrases[folder] for folder in folders]
 
 
 def cap_per_class(items, labels, limit):

@@ -32,6 +32,7 @@ from sarclip import (CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, SIZES, CLIPConfi
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="tiny", choices=list(SIZES), help="model preset from sarclip.SIZES")
+    p.add_argument("--image-size", type=int, help="input side in pixels instead of the preset's (from scratch)")
     p.add_argument("--data", nargs="+", default=[],
                    help="MMSAR manifests (data.py build), and/or the word 'synthetic' for the embedded set (the default)")
     p.add_argument("--init", default="scratch",
@@ -49,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--captions", default="diverse", choices=["diverse", "simple"], help="D2C caption style")
     p.add_argument("--dedup-targets", action=argparse.BooleanOptionalAction, default=True,
                    help="a caption also true of another image in the batch is a positive for it too")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="box-aware flips, turns and crops, each caption rewritten by D2C to stay true")
     p.add_argument("--count-negatives", type=int, default=1,
                    help="false-count copies of each caption, extra negatives for its own image (0: off)")
     p.add_argument("--accum-steps", type=int, default=1,
@@ -56,7 +59,8 @@ def parse_args(argv=None):
     p.add_argument("--lock-image", action="store_true", help="freeze the image tower, projection excepted (LiT)")
     p.add_argument("--lock-text", action="store_true", help="freeze the text tower, projection excepted")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0, help="data-loading processes per rank")
+    p.add_argument("--workers", type=int,
+                   help="data-loading processes per rank (default: 1 when a core is free beside torch's threads, else 0)")
     p.add_argument("--eval-every", type=int, default=200, help="retrieval on the held-out split every N steps")
     p.add_argument("--save-every", type=int, default=100, help="write the checkpoint every N steps")
     p.add_argument("--log-every", type=float, default=5.0, help="seconds between progress lines")
@@ -69,6 +73,9 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.count_negatives < 0:
         p.error("--count-negatives must be 0 or more")
+    patch = SIZES[args.size]["patch_size"]
+    if args.image_size is not None and (args.image_size < patch or args.image_size % patch):
+        p.error(f"--image-size must be a multiple of the preset's patch size, {patch}")
     if args.epochs is not None and args.epochs <= 0:
         p.error("--epochs must be positive")
     return args
@@ -135,8 +142,8 @@ def save_checkpoint(path, state):
 MAX_UNREADABLE = 0.01  # a run stops when more than this fraction of its training images fail to load
 
 # A resumed run must be the same run: these arguments shape the data, the model or the schedule.
-RESUME_MUST_MATCH = ("size", "data", "init", "batch_size", "lr", "wd", "warmup", "anyreader", "max_tiles",
-                     "captions", "dedup_targets", "count_negatives", "accum_steps", "lock_image", "lock_text",
+RESUME_MUST_MATCH = ("size", "image_size", "data", "init", "batch_size", "lr", "wd", "warmup", "anyreader", "max_tiles",
+                     "captions", "augment", "dedup_targets", "count_negatives", "accum_steps", "lock_image", "lock_text",
                      "seed", "steps", "epochs", "precision")
 
 
@@ -320,7 +327,7 @@ def build_model(args, train_captions, resume):
             raise SystemExit(f"--init {args.init}: its vocabulary has {model.cfg.vocab_size} ids, but "
                              f"--tokenizer-bpe {args.tokenizer_bpe} gives {tokenizer.vocab_size}")
         return model, tokenizer, None
-    cfg = CLIPConfig(**{**SIZES[args.size], "in_channels": 1})
+    cfg = CLIPConfig(**{**SIZES[args.size], "in_channels": 1, "image_size": args.image_size or SIZES[args.size]["image_size"]})
     tokenizer = Tokenizer.train(train_captions, cfg.vocab_size, cfg.context_length)
     cfg.vocab_size = tokenizer.vocab_size  # a small corpus can run out of merges first
     return CLIP(cfg), tokenizer, None
@@ -402,6 +409,7 @@ def main(argv=None):
     dataset = data.ManifestDataset(manifests, tokenizer, image_size=None if args.anyreader else clip.cfg.image_size,
                                    channels=clip.cfg.in_channels, split="train", seed=args.seed,
                                    simple=args.captions == "simple", return_index=True, replace_unreadable=True,
+                                   augment=args.augment,
                                    max_side=largest_useful_side(clip.cfg.image_size, args.max_tiles) if args.anyreader else None)
     steps_per_epoch = len(dataset) // args.batch_size
     if steps_per_epoch == 0:
@@ -458,6 +466,8 @@ def main(argv=None):
                              f"done are saved in {ckpt_path}.")
 
     # ---- the loop
+    # A loading process pays only where a core is free beside torch's compute threads (not on 2 cores).
+    workers = args.workers if args.workers is not None else int((os.cpu_count() or 1) > torch.get_num_threads())
     trainee.train()
     started, last_log, seen = time.time(), 0.0, 0
     while step < total:
@@ -465,7 +475,7 @@ def main(argv=None):
         dataset.set_epoch(epoch)
         global_batches = epoch_batches(len(dataset), args.batch_size, args.seed, epoch)[offset:]
         loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=[batch[rank::world] for batch in global_batches], num_workers=args.workers,
+            dataset, batch_sampler=[batch[rank::world] for batch in global_batches], num_workers=workers,
             collate_fn=data.collate_keep_size if args.anyreader else None)
         for batch, (images, tokens, served) in zip(global_batches, loader):
             ordered = [i for r in range(world) for i in batch[r::world]]  # the gathered order: rank 0's part first
@@ -478,11 +488,11 @@ def main(argv=None):
             positives, extra_tokens, extra_mask = None, None, None
             if args.dedup_targets:
                 positives = batch_positives([dataset.caption(i) for i in served],
-                                            [dataset.entries[i]["captions"] for i in served]).to(device)
+                                            [dataset.item_captions(i) for i in served]).to(device)
             if args.count_negatives:  # this rank's items: their counterfactuals are gathered like features
                 mine = served[rank * len(tokens):(rank + 1) * len(tokens)]
                 extra_tokens, extra_mask = counterfactual_tokens(
-                    [dataset.caption(i) for i in mine], [dataset.entries[i]["counts"] for i in mine],
+                    [dataset.caption(i) for i in mine], [dataset.item_counts(i) for i in mine],
                     args.count_negatives, [data.stable_hash(f"{args.seed}/{epoch}/{i}") for i in mine], tokenizer)
                 extra_tokens, extra_mask = extra_tokens.to(device), gather_values(extra_mask.to(device))
 

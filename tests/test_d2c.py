@@ -133,6 +133,24 @@ def test_relative_size_against_the_longer_image_side():
     assert not any(w in t for t in many_captions(mixed) for w in ("small", "large", "medium"))
 
 
+SIZE_FACTS = re.compile(r"\b(small|medium-sized|large)\b| m long")
+
+
+def test_a_box_whose_size_is_unknown_gives_no_size_words_or_lengths():
+    """A classification chip's box marks where its target is, not how big: only where and how many."""
+    chip = {"width": 128, "height": 128, "pixel_spacing": 0.3,
+            "objects": [{"category": "T72 tank", "box": [32, 32, 96, 96], "size_known": False}]}
+    texts = many_captions(chip)
+    assert not any(SIZE_FACTS.search(t) for t in texts)
+    assert all(re.search(r"\b(a|one) T72 tank\b", t) for t in texts)
+    assert any("at the centre" in t or "in the middle of the image" in t for t in texts)
+    known = {**chip, "objects": [{"category": "T72 tank", "box": [32, 32, 96, 96]}]}
+    assert any("large T72 tank" in t for t in many_captions(known))     # 64 / 128 = 0.5: large
+    assert any("about 19 m long" in t for t in many_captions(known))    # 64 px x 0.3 m/px
+    group = {**known, "objects": [ship(10, 10, 20, 20), ship(100, 100, 110, 110, size_known=False)]}
+    assert not any(SIZE_FACTS.search(t) for t in many_captions(group))  # one unknown: none said of the group
+
+
 @pytest.mark.parametrize("centres, kind", [
     ([(100, 100), (300, 105), (500, 100)], "row"),        # 5 px off a 400 px line
     ([(100, 100), (300, 300), (500, 500)], "row"),        # diagonal rows count too
@@ -365,6 +383,7 @@ def test_counterfactuals_of_real_captions_change_exactly_one_count():
     ({"objects": [{"box": [1, 2, 3, 4]}]}, "'category' and 'box'"),
     ({"pixel_spacing": 0}, "pixel_spacing"),
     ({"scene": "harbour"}, "scene"),
+    ({"objects": [ship(1, 2, 3, 4, size_known="no")]}, "'size_known' must be True or False"),
 ])
 def test_bad_records_raise_a_clear_error(change, message):
     record = {"width": 800, "height": 800, "objects": [ship(1, 2, 3, 4)], **change}

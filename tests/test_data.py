@@ -1,4 +1,5 @@
 """data.py: annotation readers, SAR pixels, MMSAR manifests, the Dataset and the synthetic SAR set."""
+import csv
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -437,6 +438,106 @@ def test_a_big_tiff_is_read_in_bounded_memory(tmp_path):
         assert peak < 12 * 2 ** 20, f"{name}: {peak / 2 ** 20:.0f} MiB"
 
 
+# ---- captioned image sets (csv) and chip sets -----------------------------------------------------------
+
+def caption_file(path, rows, separator=",", header=("filepath", "title")):
+    """Write a captioned image set as open_clip reads it: a header row, then one (image, caption) a row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f, delimiter=separator).writerows([header, *rows])
+    return path
+
+
+@pytest.mark.parametrize("separator", [",", "\t"])
+def test_csv_captions_are_grouped_per_image(tmp_path, separator):
+    gray_image(tmp_path / "set" / "images" / "a.png")
+    gray_image(tmp_path / "set" / "images" / "b.png", 20, 10)
+    caption_file(tmp_path / "set" / "captions.csv", [("images/a.png", "two ships, side by side"),
+                                                     ("images/b.png", "an airport"),
+                                                     ("images/a.png", "ships at sea"),
+                                                     ("images/a.png", "two ships, side by side")], separator)
+    stats = build_manifest([f"SARCAP=csv:{tmp_path / 'set' / 'captions.csv'}"], tmp_path / "m.jsonl", verbose=False)
+    a, b = read_manifest(tmp_path / "m.jsonl")
+    assert a["captions"] == ["two ships, side by side", "ships at sea"]  # file order, the repeat dropped
+    assert (a["counts"], a["boxes"], a["captions_from"], a["source"]) == ({}, [], "csv", "SARCAP")
+    assert (b["width"], b["height"], b["captions"]) == (20, 10, ["an airport"])
+    assert a["split"] == split_of("images/a.png") and stats["problems"] == []
+
+
+def test_csv_missing_images_and_empty_captions_are_reported_with_their_line(tmp_path):
+    gray_image(tmp_path / "a.png")
+    path = caption_file(tmp_path / "c.csv", [("a.png", "a ship"), ("lost.png", "a ship"), ("a.png", "  "),
+                                             (str(tmp_path / "a.png"), "a ship at sea")])  # an absolute path
+    (tmp_path / "c.csv").write_text("\ufeff" + path.read_text(), encoding="utf-8")  # saved by Notepad
+    stats = build_manifest([f"csv:{path}"], tmp_path / "m.jsonl", verbose=False)
+    assert stats["problems"] == [("missing image", f"{path}, line 3: {tmp_path / 'lost.png'}"),
+                                 ("empty caption", f"{path}, line 4")]
+    [entry] = read_manifest(tmp_path / "m.jsonl")
+    assert entry["captions"] == ["a ship", "a ship at sea"]
+
+
+def test_csv_custom_columns_and_a_missing_column(tmp_path):
+    gray_image(tmp_path / "a.png")
+    path = caption_file(tmp_path / "c.tsv", [("x", "a.png", "a ship")], "\t", header=("id", "image", "text"))
+    build_manifest([f"csv:{path}:image:text"], tmp_path / "m.jsonl", verbose=False)
+    assert read_manifest(tmp_path / "m.jsonl")[0]["captions"] == ["a ship"]
+    missing = r"c\.tsv: no column 'filepath' or 'title'; columns found: 'id', 'image', 'text'"
+    with pytest.raises(SARDataError, match=missing):
+        build_manifest([f"csv:{path}"], tmp_path / "m.jsonl", verbose=False)
+    with pytest.raises(SARDataError, match="IMAGE_COLUMN:CAPTION_COLUMN"):
+        data.parse_source(f"csv:{path}:image")
+
+
+def test_chip_split_rule_holds_out_every_fifth_chip_of_a_class():
+    assert [i for i in range(12) if data.chip_is_held_out(i)] == [4, 9]  # eval.py's test chips
+
+
+def chip_folder(root, counts, size=64):
+    """A folder-per-class chip set: counts {class folder: number of chips}, flat gray PNGs."""
+    for folder, n in counts.items():
+        for i in range(n):
+            gray_image(root / folder / f"{i:03d}.png", size, size)
+    return root
+
+
+def test_chips_become_one_centred_object_of_their_class_phrase(tmp_path):
+    root = chip_folder(tmp_path / "chips", {"T72": 6, "fishing_boat": 3, "D7": 5})
+    (tmp_path / "names.txt").write_text("T72 T72 tank\nD7 D7 bulldozer\n")
+    stats = build_manifest([f"chips:{root}:{tmp_path / 'names.txt'}"], tmp_path / "m.jsonl", verbose=False)
+    entries = read_manifest(tmp_path / "m.jsonl")
+    assert stats["images"] == {"chips": 14}
+    assert {e["boxes"][0][4] for e in entries} == {"T72 tank", "ship", "D7 bulldozer"}  # "fishing boat" is a ship
+    assert all(e["boxes"] == [[16, 16, 48, 48, e["boxes"][0][4]]] and e["chip"] for e in entries)  # middle half
+    held_out = sorted(Path(e["image"]).relative_to(root).as_posix() for e in entries if e["split"] == "test")
+    assert held_out == ["D7/004.png", "T72/004.png"] and {e["split"] for e in entries} == {"train", "test"}
+    tank = [e for e in entries if e["counts"] == {"T72 tank": 1}]
+    assert len(tank) == 6 and all(re.search(r"\b(a|one) T72 tank\b", c) for e in tank for c in e["captions"])
+    build_manifest([f"chips:{root}"], tmp_path / "m.jsonl", split="train", verbose=False)  # MSTAR's 17/15 protocol
+    assert {e["split"] for e in read_manifest(tmp_path / "m.jsonl")} == {"train"}
+    assert data.sarcount_entries(entries) == []  # one target by construction: no counting test
+
+
+def test_csv_and_chips_mix_with_a_voc_source(tmp_path):
+    gray_image(tmp_path / "cap" / "a.png")
+    caption_file(tmp_path / "cap" / "c.csv", [("a.png", "a ship in the upper-left")])
+    chip_folder(tmp_path / "chips", {"BMP2": 2})
+    scenes = tmp_path / "scenes"
+    gray_image(scenes / "JPEGImages" / "s.png", 40, 30)
+    (scenes / "Annotations").mkdir()
+    xml = synthetic.voc_xml("s.png", 40, 30, [voc_object("ship", [1, 1, 9, 9])])
+    (scenes / "Annotations" / "s.xml").write_text(xml)
+    stats = build_manifest([f"csv:{tmp_path / 'cap' / 'c.csv'}", f"SSDD=voc:{scenes}", f"chips:{tmp_path / 'chips'}"],
+                           tmp_path / "m.jsonl", verbose=False)
+    assert stats["images"] == {"cap": 1, "SSDD": 1, "chips": 2}
+    assert stats["objects"] == {("cap", "(csv captions)"): 0, ("SSDD", "ship"): 1, ("chips", "BMP2"): 2}
+    entries = read_manifest(tmp_path / "m.jsonl")
+    assert [(e.get("captions_from"), e.get("chip"), e["source_named"]) for e in entries] == [
+        ("csv", None, False), (None, None, True), (None, True, False), (None, True, False)]
+    simple = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, 32, split=None, simple=True)
+    assert simple.captions == [["a ship in the upper-left"], ["a SAR image of one ship."],
+                               ["a SAR image of one BMP2."], ["a SAR image of one BMP2."]]
+
+
 # ---- the Dataset --------------------------------------------------------------------------------------
 
 def test_dataset_draws_one_caption_per_epoch(tmp_path):
@@ -464,6 +565,147 @@ def test_dataset_draws_one_caption_per_epoch(tmp_path):
     images, tokens, index = collate_keep_size([native[0], native[3]])
     assert [im.shape for im in images] == [(3, 40, 50), (3, 40, 80)] and tokens.shape == (2, 8)
     assert index.tolist() == [0, 3]
+
+
+# ---- box-aware augmentation ---------------------------------------------------------------------------
+
+NO_CHANGE = {"crop": None, "flip_x": False, "flip_y": False, "turns": 0}
+
+
+def scene_entry(boxes, width=90, height=60, **extra):
+    """A manifest entry (as read_manifest returns it) of ships at boxes."""
+    return {"image": "x.png", "width": width, "height": height, "source": "SSDD", "source_named": True,
+            "counts": {"ship": len(boxes)} if boxes else {}, "boxes": [[*box, "ship"] for box in boxes],
+            "captions": ["d2c's"], "split": "train", **extra}
+
+
+def test_a_horizontal_flip_moves_the_caption_to_the_mirrored_cell():
+    entry = scene_entry([[5, 5, 20, 15]])  # upper-left of 90 x 60
+    record = data.augment_record(entry, {**NO_CHANGE, "flip_x": True})
+    assert record["objects"] == [{"category": "ship", "box": [70, 5, 85, 15]}]  # x -> 90 - x
+    texts = [c for seed in range(40) for c in d2c.captions(record, n=3, seed=seed)]
+    assert any(p in t for t in texts for p in d2c.CELL_PHRASES[0, 2])          # upper-right
+    assert not any(p in t for t in texts for p in d2c.CELL_PHRASES[0, 0])      # never upper-left
+    turned = data.augment_record(entry, {**NO_CHANGE, "turns": 1})  # a quarter turn anticlockwise
+    assert (turned["width"], turned["height"], turned["objects"][0]["box"]) == (60, 90, [5, 70, 15, 85])  # lower-left
+
+
+def test_a_crop_never_cuts_a_target_and_its_count_is_the_boxes_left():
+    entry = scene_entry([[5, 5, 15, 15], [30, 5, 40, 15], [70, 40, 80, 50]], scene="inshore", pixel_spacing=3.0,
+                        near_coast=[True, False, False])
+    record = data.augment_record(entry, {**NO_CHANGE, "crop": (0, 0, 45, 30)})  # the third ship is left out
+    assert [o["box"] for o in record["objects"]] == [[5, 5, 15, 15], [30, 5, 40, 15]]
+    assert [o["near_coast"] for o in record["objects"]] == [True, False]
+    assert (record["width"], record["height"], record["pixel_spacing"], record["scene"]) == (45, 30, 3.0, None)
+    assert all(re.search(r"\b(two|2) (small |medium-sized |large )?ships\b", c) for c in d2c.captions(record, n=10))
+    rng, boxes = np.random.default_rng(0), [b[:4] for b in entry["boxes"]]
+    windows = [data.crop_window(rng, 90, 60, boxes) for _ in range(300)]
+    assert all(None not in [data.box_inside(b, w) for b in boxes] for w in windows if w)  # whole or gone
+    assert all(any(data.box_inside(b, w) for b in boxes) for w in windows if w)         # never all gone
+    assert all(45 <= w[2] - w[0] <= 90 and 30 <= w[3] - w[1] <= 60 for w in windows if w)
+    assert len({w for w in windows if w}) > 50
+    assert data.crop_window(rng, 90, 60, [[1, 1, 89, 59]]) is None  # every window would cut it: no crop
+
+
+def bright_square(box, width, height):
+    """A dark [1, height, width] image with the pixels of box set to 1."""
+    image = torch.zeros(1, height, width)
+    image[0, box[1]:box[3], box[0]:box[2]] = 1
+    return image
+
+
+def bright_box(image):
+    """[x0, y0, x1, y1] around an image's pixels above 0.5."""
+    ys, xs = (image[0] > 0.5).nonzero(as_tuple=True)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+@pytest.mark.parametrize("flip_x", [False, True])
+@pytest.mark.parametrize("flip_y", [False, True])
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_pixels_and_boxes_move_together(flip_x, flip_y, turns):
+    box, entry = [10, 4, 22, 12], scene_entry([[10, 4, 22, 12], [70, 30, 80, 40]], width=90, height=60)
+    for crop, scale in ((None, 1), ((6, 2, 60, 50), 1), ((6, 2, 60, 50), 0.5)):  # 0.5: loaded at half size
+        params = {"crop": crop, "flip_x": flip_x, "flip_y": flip_y, "turns": turns}
+        image = data.augment_image(bright_square([round(v * scale) for v in box], round(90 * scale), round(60 * scale)),
+                                   params, 90, 60)
+        record = data.augment_record(entry, params)
+        assert tuple(image.shape[1:]) == tuple(round(v * scale) for v in (record["height"], record["width"]))
+        assert bright_box(image) == [round(v * scale) for v in record["objects"][0]["box"]]
+    resized_last = data.squeeze_to_square(data.augment_image(bright_square(box, 90, 60), params, 90, 60), 32)
+    resized_first = data.augment_image(bright_square(box, 90, 60), params, 90, 60, size=32)
+    assert torch.allclose(resized_first, resized_last, atol=1e-5)  # the same picture, made faster
+
+
+def test_chips_are_flipped_and_turned_never_cropped():
+    entry = scene_entry([[16, 16, 48, 48]], width=64, height=64, chip=True)
+    rng = np.random.default_rng(1)
+    drawn = [data.draw_augmentation(rng, 64, 64, [[16, 16, 48, 48]], crop=False) for _ in range(100)]
+    assert all(d["crop"] is None for d in drawn) and {d["turns"] for d in drawn} == {0, 1, 2, 3}
+    for params in drawn:
+        [obj] = data.augment_record(entry, params)["objects"]
+        assert obj == {"category": "ship", "box": [16, 16, 48, 48], "size_known": False}  # still centred
+
+
+def test_only_a_named_source_reaches_an_augmented_caption():
+    for named in (True, False):
+        record = data.augment_record(scene_entry([[5, 5, 20, 15]], source_named=named), NO_CHANGE)
+        assert record["source"] == ("SSDD" if named else None)
+
+
+def augment_set(tmp_path):
+    """A manifest of four 90 x 60 scenes with three ships each, a chip and a csv image; the scenes dark
+    with bright ships."""
+    root = tmp_path / "s"
+    (root / "Annotations").mkdir(parents=True)
+    boxes = [[5, 5, 15, 15], [30, 5, 40, 15], [70, 40, 80, 50]]
+    for i in range(4):
+        pixels = np.zeros((60, 90), np.uint8)
+        for x0, y0, x1, y1 in boxes:
+            pixels[y0:y1, x0:x1] = 255
+        (root / "JPEGImages").mkdir(exist_ok=True)
+        Image.fromarray(pixels).save(root / "JPEGImages" / f"{i}.png")
+        xml = synthetic.voc_xml(f"{i}.png", 90, 60, [voc_object("ship", b) for b in boxes], "offshore", 3.0)
+        (root / "Annotations" / f"{i}.xml").write_text(xml)
+    chip_folder(tmp_path / "chips", {"T72": 1})
+    gray_image(tmp_path / "cap" / "a.png")
+    caption_file(tmp_path / "cap" / "c.csv", [("a.png", "a ship in the upper-left")])
+    build_manifest([f"voc:{root}", f"chips:{tmp_path / 'chips'}", f"csv:{tmp_path / 'cap' / 'c.csv'}"],
+                   tmp_path / "m.jsonl", verbose=False)
+    return tmp_path / "m.jsonl"
+
+
+def test_augmented_items_are_deterministic_and_their_captions_true(tmp_path):
+    manifest = augment_set(tmp_path)
+    dataset = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3, augment=True)
+    plain = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3)
+    moved = 0
+    for dataset.epoch in range(8):
+        again = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3, augment=True)
+        again.set_epoch(dataset.epoch)
+        for i in range(4):  # the scenes
+            image, tokens = dataset[i]
+            assert torch.equal(image, again[i][0]) and dataset.caption(i) == again.caption(i)
+            counts, caption = dataset.item_counts(i), dataset.caption(i)
+            assert dataset.item_captions(i)[0] == caption and len(dataset.item_captions(i)) == 5
+            assert [(c.category, c.n) for c in d2c.read_counts(caption, counts)] == list(counts.items())
+            assert int((image > 0.5).sum()) == 100 * counts["ship"]  # one 10 x 10 bright square per ship
+            moved += not torch.equal(image, plain[i][0])
+        chip_image, _ = dataset[4]
+        assert chip_image.shape == (1, 64, 64) and dataset.item_counts(4) == {"T72": 1}
+        assert dataset[5][0].equal(plain[5][0]) and dataset.caption(5) == "a ship in the upper-left"  # csv: as it is
+        assert dataset.item_captions(5) == ["a ship in the upper-left"]
+    assert moved > 20  # of 32 scene items, most were flipped, turned or cropped
+
+
+def test_an_augmented_stand_in_brings_its_own_caption(tmp_path):
+    manifest = augment_set(tmp_path)
+    (tmp_path / "s" / "JPEGImages" / "0.png").write_bytes(b"not a png")
+    dataset = ManifestDataset(manifest, fake_tokenizer, 32, split=None, augment=True, return_index=True,
+                              replace_unreadable=True)
+    image, tokens, served = dataset[0]
+    assert served != 0 and torch.equal(tokens, fake_tokenizer([dataset.caption(served)])[0])
+    assert torch.equal(image, dataset.image(served))
 
 
 # ---- real SAR data (../shared) -------------------------------------------------------------------------------
@@ -530,6 +772,42 @@ def test_real_hrsid_coco_and_sar_aircraft_voc(shared, tmp_path):
     entry = read_manifest(tmp_path / "m.jsonl")[0]
     image = load_sar_image(entry["image"], max_side=256)
     assert image.shape == (1, 256, 256) and 0 <= image.min() < image.max() <= 1
+
+
+def test_real_mstar_chips_are_captioned_in_their_class_phrase(shared, tmp_path):
+    """The 17 degree MSTAR chips as a chips source: what eval.py holds out is exactly the test split."""
+    import eval as evaluation
+    root = shared / "sar" / "mstar_chips_17deg"
+    (tmp_path / "names.txt").write_text("T72 T72 tank\nD7 D7 bulldozer\n")
+    stats = build_manifest([f"chips:{root}:{tmp_path / 'names.txt'}"], tmp_path / "m.jsonl", verbose=False)
+    entries = read_manifest(tmp_path / "m.jsonl")
+    assert len(entries) == 2747 and len(stats["objects"]) == 10
+    assert {kind for kind, _ in stats["problems"]} == {"unknown category (kept)"}  # MSTAR names are no MMSAR category
+    size_words = re.compile(r"\b(small|medium-sized|large)\b| m long")
+    for entry in entries:
+        [(x0, y0, x1, y1, phrase)] = entry["boxes"]
+        assert (x0 + x1, y0 + y1) == (128, 128) and entry["chip"]  # centred in the 128 x 128 chip
+        assert all(re.search(rf"\b(a|one) {phrase}\b", c) and not size_words.search(c) for c in entry["captions"])
+    assert {e["boxes"][0][4] for e in entries} >= {"T72 tank", "D7 bulldozer", "BMP2"}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        chips = sorted(folder.glob("*.jpeg"))
+        test = {e["image"] for e in entries if e["split"] == "test" and Path(e["image"]).parent == folder}
+        assert test == {str(p) for p in chips[4::5]}  # every 5th of each class, in file-name order
+    _, _, eval_test, _, _ = evaluation.folder_chips(root)  # the chips eval.py tests on
+    assert {str(p) for p in eval_test} == {e["image"] for e in entries if e["split"] == "test"}
+
+
+def test_real_ssdd_augmented_captions_state_the_counts_served(shared, tmp_path):
+    root = shared / "sar" / "ssdd_train"
+    build_manifest([f"voc:{root}"], tmp_path / "ssdd.jsonl", verbose=False)
+    dataset = ManifestDataset(tmp_path / "ssdd.jsonl", fake_tokenizer, 64, split=None, augment=True)
+    fewer = 0
+    for i in range(0, len(dataset), 5):
+        counts, caption = dataset.item_counts(i), dataset.caption(i)
+        assert [(c.category, c.n) for c in d2c.read_counts(caption, counts)] == list(counts.items())
+        assert set(counts) == set(dataset.counts[i]) and counts.get("ship", 0) <= dataset.counts[i].get("ship", 0)
+        fewer += counts != dataset.counts[i]
+    assert fewer > 5  # some crops left ships out, and said so
 
 
 def test_sarcount_keeps_images_with_1_to_10_targets_of_one_class(tmp_path):
