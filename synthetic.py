@@ -22,7 +22,7 @@ from PIL import Image
 
 import data
 
-SYNTH_VERSION = 1                # bump when the generator changes, so cached sets are redrawn
+SYNTH_VERSION = 2                # bump when the generator changes, so cached sets are redrawn
 DEFAULT_SYNTHETIC = Path(__file__).resolve().parent / "data_cache" / "synthetic"  # train.py's default data
 SYNTH_SPACING = 2.0              # metres per pixel of every synthetic scene, written into its annotation
 SURFACE_DB = {"sea": -24.0, "land": -11.0, "apron": -25.0}  # mean backscatter (sigma0) of each surface, dB
@@ -237,15 +237,19 @@ def place_target(rng, category, scene, tries=30):
 
 
 def scene_contents(rng, kind):
-    """How many targets of each category a scene of this kind asks for (placement may fit fewer)."""
+    """How many targets of each category a scene of this kind asks for (placement may fit fewer).
+
+    Ships, aircraft and tanks, SARCount's categories, reach 10: a model cannot learn what nine ships
+    look like, or what "nine" means, from scenes that never hold more than six.
+    """
     n = lambda low, high: int(rng.integers(low, high + 1))
     if kind == "offshore":
-        return {"ship": n(0, 6)}
+        return {"ship": n(0, 10)}
     if kind == "coast":
-        return {"harbor": n(0, 1), "tank": n(0, 4) * n(0, 1), "ship": n(0, 4), "car": n(0, 4) * n(0, 1)}
+        return {"harbor": n(0, 1), "tank": n(0, 10) * n(0, 1), "ship": n(0, 4), "car": n(0, 4) * n(0, 1)}
     if kind == "channel":
         return {"bridge": n(1, 2), "ship": n(0, 3)}
-    return {"aircraft": n(1, 6), "car": n(0, 3)}
+    return {"aircraft": n(1, 10), "car": n(0, 3)}
 
 
 def add_scatterers(intensity, points, radius=8, resolution=1.3):

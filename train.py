@@ -185,9 +185,10 @@ class Trainee(nn.Module):
             image = F.normalize(self.reader(images), dim=-1)
         if counterfactual_tokens is None:
             return image, text, scale, None
-        B, K, L = counterfactual_tokens.shape
-        extra = self.clip.encode_text(counterfactual_tokens.reshape(B * K, L)).view(B, K, -1)  # [B, K, D]
-        return image, text, scale, F.normalize(extra, dim=-1)
+        present = counterfactual_tokens.any(dim=-1)  # [B, K]: rows of zeros stand for no counterfactual
+        extra = text.new_zeros(*present.shape, text.shape[-1])  # [B, K, D]; the loss masks the zeros out
+        extra[present] = F.normalize(self.clip.encode_text(counterfactual_tokens[present]), dim=-1)
+        return image, text, scale, extra
 
     def train(self, mode=True):
         super().train(mode)
@@ -219,13 +220,14 @@ def lock_towers(clip, image=False, text=False):
 
 def counterfactual_tokens(captions, counts, k, seeds, tokenizer):
     """(tokens [B, k, L], mask [B, k]): up to k copies of each caption with one false object count
-    (d2c.count_counterfactuals); a caption with no count to change (an empty scene) gets none."""
+    (d2c.count_counterfactuals); a caption with no count to change (an empty scene) gets none, its
+    rows all zeros (not encoded, and masked out of the loss)."""
     rows, mask = [], torch.zeros(len(captions), k, dtype=torch.bool)
     for i, (caption, count, seed) in enumerate(zip(captions, counts, seeds)):
         written = d2c.count_counterfactuals(caption, count, k, seed) if count else []
         mask[i, :len(written)] = True
-        rows += written + [""] * (k - len(written))  # padding, masked out of the loss
-    return tokenizer(rows).view(len(captions), k, -1), mask
+        rows += written + [""] * (k - len(written))
+    return tokenizer(rows).view(len(captions), k, -1) * mask[..., None], mask
 
 
 def accumulate_gradients(model, images, tokens, extra_tokens, loss_of, accum_steps, scaler, autocast):
@@ -486,14 +488,14 @@ def main(argv=None):
                 group["lr"] = lr
             images = [im.to(device) for im in images] if args.anyreader else images.to(device)
             positives, extra_tokens, extra_mask = None, None, None
+            drawn = [dataset.caption(i) for i in served] if args.dedup_targets or args.count_negatives else None
             if args.dedup_targets:
-                positives = batch_positives([dataset.caption(i) for i in served],
-                                            [dataset.item_captions(i) for i in served]).to(device)
+                positives = batch_positives(drawn, [dataset.item_captions(i) for i in served]).to(device)
             if args.count_negatives:  # this rank's items: their counterfactuals are gathered like features
-                mine = served[rank * len(tokens):(rank + 1) * len(tokens)]
+                mine = slice(rank * len(tokens), (rank + 1) * len(tokens))
                 extra_tokens, extra_mask = counterfactual_tokens(
-                    [dataset.caption(i) for i in mine], [dataset.item_counts(i) for i in mine],
-                    args.count_negatives, [data.stable_hash(f"{args.seed}/{epoch}/{i}") for i in mine], tokenizer)
+                    drawn[mine], [dataset.item_counts(i) for i in served[mine]], args.count_negatives,
+                    [data.stable_hash(f"{args.seed}/{epoch}/{i}") for i in served[mine]], tokenizer)
                 extra_tokens, extra_mask = extra_tokens.to(device), gather_values(extra_mask.to(device))
 
             def loss_of(image, text, scale, extra):

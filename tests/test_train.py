@@ -288,4 +288,4 @@ def test_counterfactual_tokens_mask_captions_without_counts():
     tokens, mask = train.counterfactual_tokens(["a SAR image of two ships.", "an empty SAR image."],
                                                [{"ship": 2}, {}], 2, [0, 0], tokenizer)
     assert tokens.shape == (2, 2, 1) and mask.tolist() == [[True, True], [False, False]]
-    assert tokens[1].flatten().tolist() == [0, 0]  # padding: empty strings, masked out of the loss
+    assert tokens[1].flatten().tolist() == [0, 0]  # no counterfactual: zeros, not encoded, masked out of the loss
