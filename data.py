@@ -903,10 +903,13 @@ def build_manifest(sources, out_path, n_captions=5, split=None, verbose=True):
 
 def summary(stats):
     """The build report: images and objects per source and category, splits, problems with examples."""
-    lines = [f"{'source':<20} {'category':<16} {'images':>7} {'objects':>8}"]
-    for (source, category), count in sorted(stats["objects"].items()):
-        lines.append(f"{source:<20} {category:<16} {stats['images_with'][source, category]:>7} {count:>8}")
-    lines.append(f"{'total':<37} {sum(stats['images'].values()):>7} {sum(stats['objects'].values()):>8}")
+    keys = sorted(stats["objects"])
+    s, c = (max([len(k[i]) for k in keys] + [len(title)]) for i, title in ((0, "source"), (1, "category")))
+    lines = [f"{'source':<{s}} {'category':<{c}} {'images':>7} {'objects':>8}"]
+    for source, category in keys:
+        count = stats["objects"][source, category]
+        lines.append(f"{source:<{s}} {category:<{c}} {stats['images_with'][source, category]:>7} {count:>8}")
+    lines.append(f"{'total':<{s + c + 1}} {sum(stats['images'].values()):>7} {sum(stats['objects'].values()):>8}")
     lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["splits"].items())))
     by_kind = {}
     for kind, where in stats["problems"]:
