@@ -208,13 +208,14 @@ def lock_towers(clip, image=False, text=False):
     to meet the locked one. Returns the locked modules."""
     locked = []
     if image:
-        locked += [module for name, module in clip.visual.named_children()]
+        locked += list(clip.visual.children())
         for name, p in clip.visual.named_parameters():
             p.requires_grad_(name == "proj")
     if text:
-        locked += [clip.token_embedding, clip.transformer, clip.ln_final]
-        for p in [clip.positional_embedding, *(q for m in locked[-3:] for q in m.parameters())]:
+        tower = [clip.token_embedding, clip.transformer, clip.ln_final]
+        for p in [clip.positional_embedding, *(q for m in tower for q in m.parameters())]:
             p.requires_grad_(False)
+        locked += tower
     return locked
 
 
