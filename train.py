@@ -222,13 +222,17 @@ def lock_towers(clip, image=False, text=False):
 def counterfactual_tokens(captions, counts, k, seeds, tokenizer):
     """(tokens [B, k, L], mask [B, k]): up to k copies of each caption with one false object count
     (d2c.count_counterfactuals); a caption with no count to change (an empty scene) gets none, its
-    rows all zeros (not encoded, and masked out of the loss)."""
+    rows all zeros (not encoded, and masked out of the loss). So does a counterfactual whose change
+    lies past the tokenizer's context length: cut there, it would be the caption itself, a right
+    answer scored as a wrong one."""
     rows, mask = [], torch.zeros(len(captions), k, dtype=torch.bool)
     for i, (caption, count, seed) in enumerate(zip(captions, counts, seeds)):
         written = d2c.count_counterfactuals(caption, count, k, seed) if count else []
         mask[i, :len(written)] = True
         rows += written + [""] * (k - len(written))
-    return tokenizer(rows).view(len(captions), k, -1) * mask[..., None], mask
+    tokens = tokenizer(rows).view(len(captions), k, -1)  # [B, k, L]
+    mask &= (tokens != tokenizer(captions)[:, None]).any(dim=-1)
+    return tokens * mask[..., None], mask
 
 
 def accumulate_gradients(model, images, tokens, extra_tokens, loss_of, accum_steps, scaler, autocast):

@@ -283,9 +283,19 @@ def test_data_synthetic_mixes_the_embedded_set_with_a_manifest(manifest, tmp_pat
     assert f"{2 * n_train} training / " in capsys.readouterr().out  # both parts (here the same set twice)
 
 
+def characters(length):
+    """A tokenizer stand-in: one token per character, cut or padded with zeros to length."""
+    return lambda texts: torch.tensor([[ord(c) for c in t[:length].ljust(length, "\0")] for t in texts])
+
+
 def test_counterfactual_tokens_mask_captions_without_counts():
-    tokenizer = lambda texts: torch.tensor([[len(t)] for t in texts])  # any list[str] -> [N, L]
     tokens, mask = train.counterfactual_tokens(["a SAR image of two ships.", "an empty SAR image."],
-                                               [{"ship": 2}, {}], 2, [0, 0], tokenizer)
-    assert tokens.shape == (2, 2, 1) and mask.tolist() == [[True, True], [False, False]]
-    assert tokens[1].flatten().tolist() == [0, 0]  # no counterfactual: zeros, not encoded, masked out of the loss
+                                               [{"ship": 2}, {}], 2, [0, 0], characters(40))
+    assert tokens.shape == (2, 2, 40) and mask.tolist() == [[True, True], [False, False]]
+    assert not tokens[1].any()  # no counterfactual: zeros, not encoded, masked out of the loss
+
+
+def test_counterfactual_cut_by_the_context_length_is_masked():
+    # "a SAR image of " is 15 characters: cut there, "two ships" and "five ships" read the same.
+    tokens, mask = train.counterfactual_tokens(["a SAR image of two ships."], [{"ship": 2}], 1, [0], characters(15))
+    assert mask.tolist() == [[False]] and not tokens.any()
