@@ -219,19 +219,19 @@ def lock_towers(clip, image=False, text=False):
     return locked
 
 
-def counterfactual_tokens(captions, counts, k, seeds, tokenizer):
+def counterfactual_tokens(captions, caption_tokens, counts, k, seeds, tokenizer):
     """(tokens [B, k, L], mask [B, k]): up to k copies of each caption with one false object count
     (d2c.count_counterfactuals); a caption with no count to change (an empty scene) gets none, its
     rows all zeros (not encoded, and masked out of the loss). So does a counterfactual whose change
-    lies past the tokenizer's context length: cut there, it would be the caption itself, a right
-    answer scored as a wrong one."""
+    lies past the tokenizer's context length: cut there, it reads as the caption itself (its tokens,
+    caption_tokens [B, L], as the batch serves them), a right answer scored as a wrong one."""
     rows, mask = [], torch.zeros(len(captions), k, dtype=torch.bool)
     for i, (caption, count, seed) in enumerate(zip(captions, counts, seeds)):
         written = d2c.count_counterfactuals(caption, count, k, seed) if count else []
         mask[i, :len(written)] = True
         rows += written + [""] * (k - len(written))
     tokens = tokenizer(rows).view(len(captions), k, -1)  # [B, k, L]
-    mask &= (tokens != tokenizer(captions)[:, None]).any(dim=-1)
+    mask &= (tokens != caption_tokens[:, None]).any(dim=-1)
     return tokens * mask[..., None], mask
 
 
@@ -499,7 +499,7 @@ def main(argv=None):
             if args.count_negatives:  # this rank's items: their counterfactuals are gathered like features
                 mine = slice(rank * len(tokens), (rank + 1) * len(tokens))
                 extra_tokens, extra_mask = counterfactual_tokens(
-                    drawn[mine], [dataset.item_counts(i) for i in served[mine]], args.count_negatives,
+                    drawn[mine], tokens, [dataset.item_counts(i) for i in served[mine]], args.count_negatives,
                     [data.stable_hash(f"{args.seed}/{epoch}/{i}") for i in served[mine]], tokenizer)
                 extra_tokens, extra_mask = extra_tokens.to(device), gather_values(extra_mask.to(device))
 

@@ -289,13 +289,14 @@ def characters(length):
 
 
 def test_counterfactual_tokens_mask_captions_without_counts():
-    tokens, mask = train.counterfactual_tokens(["a SAR image of two ships.", "an empty SAR image."],
-                                               [{"ship": 2}, {}], 2, [0, 0], characters(40))
+    captions, tokenizer = ["a SAR image of two ships.", "an empty SAR image."], characters(40)
+    tokens, mask = train.counterfactual_tokens(captions, tokenizer(captions), [{"ship": 2}, {}], 2, [0, 0], tokenizer)
     assert tokens.shape == (2, 2, 40) and mask.tolist() == [[True, True], [False, False]]
     assert not tokens[1].any()  # no counterfactual: zeros, not encoded, masked out of the loss
 
 
 def test_counterfactual_cut_by_the_context_length_is_masked():
     # "a SAR image of " is 15 characters: cut there, "two ships" and "five ships" read the same.
-    tokens, mask = train.counterfactual_tokens(["a SAR image of two ships."], [{"ship": 2}], 1, [0], characters(15))
+    captions, tokenizer = ["a SAR image of two ships."], characters(15)
+    tokens, mask = train.counterfactual_tokens(captions, tokenizer(captions), [{"ship": 2}], 1, [0], tokenizer)
     assert mask.tolist() == [[False]] and not tokens.any()
