@@ -7,6 +7,7 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 from sarclip import CLIP, SIZES, CLIPConfig, clip_loss
 
@@ -22,8 +23,9 @@ def timed(step, warmup=3, repeats=10):
 
 
 def training_step(size, batch_size, device="cpu", dtype=None, image_size=None):
-    """A function doing one training step of preset `size` (forward, symmetric loss, backward, AdamW);
-    image_size overrides the preset's, as train.py --image-size does."""
+    """A function doing one training step of preset `size` as train.py does it by default: forward, the
+    symmetric loss with one false-count caption per image (--count-negatives 1: a second text pass),
+    backward, AdamW; image_size overrides the preset's, as train.py --image-size does."""
     torch.manual_seed(0)
     cfg = CLIPConfig(**{**SIZES[size], "in_channels": 1,  # train.py's SAR models are single-channel
                         "image_size": image_size or SIZES[size]["image_size"]})
@@ -32,11 +34,15 @@ def training_step(size, batch_size, device="cpu", dtype=None, image_size=None):
     images = torch.rand(batch_size, 1, cfg.image_size, cfg.image_size, device=device)
     tokens = torch.randint(1, cfg.vocab_size - 2, (batch_size, cfg.context_length), device=device)
     tokens[:, 20] = cfg.vocab_size - 1  # end-of-text
+    false_counts = tokens.clone()  # each caption with one word (its count) changed
+    false_counts[:, 5] = false_counts[:, 5] % (cfg.vocab_size - 3) + 1
     autocast = torch.autocast(device, dtype=dtype) if dtype else torch.autocast(device, enabled=False)
 
     def step():
         with autocast:
-            loss = clip_loss(*model(images, tokens))
+            image, text, scale = model(images, tokens)
+            extra = F.normalize(model.encode_text(false_counts), dim=-1)[:, None]  # [B, 1, embed_dim]
+        loss = clip_loss(image.float(), text.float(), scale, counterfactuals=extra.float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -45,15 +51,16 @@ def training_step(size, batch_size, device="cpu", dtype=None, image_size=None):
     return step, model
 
 
-def flops_per_pair(model):
-    """Training FLOPs for one image-caption pair: 6 per weight per token (forward 2, backward 4), plus
-    attention's T x T products (nanoGPT's estimate), summed over the two towers."""
+def flops_per_pair(model, texts=2):
+    """Training FLOPs for one image and its `texts` captions (its caption and a false-count one, as
+    training_step runs them): 6 per weight per token (forward 2, backward 4), plus attention's T x T
+    products (nanoGPT's estimate), summed over the towers."""
     cfg, total = model.cfg, 0
     for tower, tokens, width, layers in ((model.visual, (cfg.image_size // cfg.patch_size) ** 2 + 1,
                                           cfg.vision_width, cfg.vision_layers),
                                          (model.transformer, cfg.context_length, cfg.text_width, cfg.text_layers)):
         weights = sum(p.numel() for p in tower.parameters())
-        total += 6 * weights * tokens + 12 * layers * width * tokens ** 2
+        total += (6 * weights * tokens + 12 * layers * width * tokens ** 2) * (1 if tower is model.visual else texts)
     return total
 
 

@@ -766,9 +766,18 @@ def read_source(kind, path, extra, problems):
     return READERS[kind](path, read_class_list(extra) if extra else None, problems)
 
 
-def checked(record, problems):
+def named_categories(kind, extra, records):
+    """The categories the user named for a source, which the build does not report as unknown: a
+    chips source's classes (its names file's phrases, else its folders) and a class list's names."""
+    if kind == "chips":
+        return {obj["category"] for record in records for obj in record.objects}
+    return {category_name(name) for name in read_class_list(extra).values()} if extra and kind in READERS else set()
+
+
+def checked(record, problems, known=KNOWN_CATEGORIES):
     """The record with its image's true size, boxes clipped to it and degenerate ones dropped; None if
-    the image is missing or does not decode. Every change is noted in problems."""
+    the image is missing or does not decode. Every change is noted in problems, and so is a category
+    not in known (MMSAR's, plus those the user named: a typo or an unmapped class id, kept)."""
     if not Path(record.image).is_file():
         problems.append(("missing image", record.image))
         return None
@@ -789,7 +798,7 @@ def checked(record, problems):
             continue
         if inside != box:
             problems.append(("box clipped to the image", f"{where} -> {inside}"))
-        if obj["category"] not in KNOWN_CATEGORIES:
+        if obj["category"] not in known:
             problems.append(("unknown category (kept)", f"{record.image}: {obj['category']}"))
         kept.append({**obj, "box": inside})
     if record.objects and not kept:  # "no targets" would be a lie about this image
@@ -874,9 +883,9 @@ def build_manifest(sources, out_path, n_captions=5, split=None, verbose=True):
                 refuse_unnamed_classes(records, spec)
                 if not records:
                     problems.append(("no annotations found", f"{kind}:{path}"))
-                label = name or folder.name
+                label, known = name or folder.name, KNOWN_CATEGORIES | named_categories(kind, extra, records)
                 for record in records:
-                    if not (record := checked(record, problems)):
+                    if not (record := checked(record, problems, known)):
                         continue
                     record.source, key = name or "", os.path.relpath(Path(record.image).resolve(), folder)
                     try:

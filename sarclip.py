@@ -12,7 +12,7 @@ import math
 import re
 import zipfile
 from collections import Counter, OrderedDict, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import ftfy

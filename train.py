@@ -187,6 +187,8 @@ class Trainee(nn.Module):
             return image, text, scale, None
         present = counterfactual_tokens.any(dim=-1)  # [B, K]: rows of zeros stand for no counterfactual
         extra = text.new_zeros(*present.shape, text.shape[-1])  # [B, K, D]; the loss masks the zeros out
+        # With gradients, though that costs a second backward pass: the text tower must learn to tell
+        # a false count from the true one, or the image is pushed away from its own caption's twin.
         extra[present] = F.normalize(self.clip.encode_text(counterfactual_tokens[present]), dim=-1)
         return image, text, scale, extra
 

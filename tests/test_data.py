@@ -222,6 +222,25 @@ def test_build_reports_every_problem_and_keeps_going(tmp_path, capsys):
     assert "1 x corrupt image" in report and "broken.jpg" in report and "lost.jpg" in report
 
 
+def test_a_category_the_user_named_is_not_reported_unknown(tmp_path):
+    """"unknown category" flags what nobody mapped (a typo, a bare id); a class the user's class list
+    or chips names file names is their word for it, kept and not reported."""
+    root = tmp_path / "voc"
+    gray_image(root / "JPEGImages" / "a.jpg")
+    (root / "Annotations").mkdir()
+    objects = [voc_object("turbine", [5, 5, 15, 15]), voc_object("mast", [20, 5, 30, 15])]
+    (root / "Annotations" / "a.xml").write_text(synthetic.voc_xml("a.jpg", 40, 30, objects))
+    (tmp_path / "classes.txt").write_text("turbine wind turbine\n")
+    stats = build_manifest([f"voc:{root}:{tmp_path / 'classes.txt'}"], tmp_path / "m.jsonl", verbose=False)
+    assert stats["problems"] == [("unknown category (kept)", f"{root / 'JPEGImages' / 'a.jpg'}: mast")]
+    assert read_manifest(tmp_path / "m.jsonl")[0]["counts"] == {"wind turbine": 1, "mast": 1}
+    for cls in ("radar_dome", "crane"):
+        gray_image(tmp_path / "chips" / cls / "0.png")
+    (tmp_path / "names.txt").write_text("crane harbour crane\n")
+    stats = build_manifest([f"chips:{tmp_path / 'chips'}:{tmp_path / 'names.txt'}"], tmp_path / "c.jsonl", verbose=False)
+    assert stats["problems"] == [] and set(stats["objects"]) == {("chips", "radar dome"), ("chips", "harbour crane")}
+
+
 def test_malformed_coco_json_is_reported_not_raised(tmp_path):
     (tmp_path / "a.json").write_text('{"images": [')
     problems = []
@@ -782,7 +801,7 @@ def test_real_mstar_chips_are_captioned_in_their_class_phrase(shared, tmp_path):
     stats = build_manifest([f"chips:{root}:{tmp_path / 'names.txt'}"], tmp_path / "m.jsonl", verbose=False)
     entries = read_manifest(tmp_path / "m.jsonl")
     assert len(entries) == 2747 and len(stats["objects"]) == 10
-    assert {kind for kind, _ in stats["problems"]} == {"unknown category (kept)"}  # MSTAR names are no MMSAR category
+    assert stats["problems"] == []  # no MSTAR class is an MMSAR category, but the names file and folders name them
     size_words = re.compile(r"\b(small|medium-sized|large)\b| m long")
     for entry in entries:
         [(x0, y0, x1, y1, phrase)] = entry["boxes"]
