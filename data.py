@@ -777,7 +777,8 @@ def named_categories(kind, extra, records):
 def checked(record, problems, known=KNOWN_CATEGORIES):
     """The record with its image's true size, boxes clipped to it and degenerate ones dropped; None if
     the image is missing or does not decode. Every change is noted in problems, and so is a category
-    not in known (MMSAR's, plus those the user named: a typo or an unmapped class id, kept)."""
+    outside known (MMSAR's; build_manifest adds those the user named), kept as it is: a typo, say, or
+    a class id nobody mapped."""
     if not Path(record.image).is_file():
         problems.append(("missing image", record.image))
         return None
