@@ -145,9 +145,42 @@ def positive_or_none(text):
     return value if math.isfinite(value) and value > 0 else None
 
 
+def decode_text(raw, declared=None):
+    """A file's bytes as text: UTF-8 when they are valid UTF-8 (a byte-order mark, as Windows tools
+    write, dropped), else the encoding the file declares, else GB18030, the superset of the GBK and
+    GB2312 that Chinese annotation tools save in. Valid UTF-8 goes first because declarations lie
+    (UTF-8 files that say encoding="gb2312"), and text in another encoding is almost never valid
+    UTF-8 by chance. Raises UnicodeDecodeError (a ValueError) when nothing fits."""
+    for encoding in ["utf-8-sig"] + [declared] * bool(declared):
+        try:
+            return raw.decode(encoding)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return raw.decode("gb18030")
+
+
 def read_text(path):
-    """A text file's contents; a UTF-8 byte-order mark (files saved by Windows tools) is dropped."""
-    return Path(path).read_text(encoding="utf-8-sig")
+    """A text file's contents, in whatever encoding decode_text finds."""
+    return decode_text(Path(path).read_bytes())
+
+
+XML_ENCODING = re.compile(rb'(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["\']([\w.:-]+)["\']')
+
+
+def parse_xml(path):
+    """The root element of an XML file as releases ship it. The XML parser reads UTF-8, UTF-16 and
+    Latin-1 itself, but refuses a multi-byte declaration such as GBK or GB2312 and bytes that do
+    not match theirs; those are decoded by decode_text instead. Raises the parser's own error when
+    that gives no well-formed XML either (a file cut off, say)."""
+    try:
+        return ET.parse(path).getroot()
+    except (ET.ParseError, ValueError) as error:
+        raw = Path(path).read_bytes()
+        declared = XML_ENCODING.match(raw)
+        try:
+            return ET.fromstring(decode_text(raw, declared and declared.group(1).decode("ascii")))
+        except (ET.ParseError, ValueError):
+            raise error from None
 
 
 def is_bare_number(name):
@@ -236,7 +269,7 @@ def voc_box(obj):
 
 def parse_voc(path, folder, classes=None):
     """One Pascal VOC XML file as a Record (raises on anything malformed, so the file is skipped whole)."""
-    root = ET.parse(path).getroot()
+    root = parse_xml(path)
     objects = []
     for obj in root.iter("object"):
         box, polygon = voc_box(obj)

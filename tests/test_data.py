@@ -173,6 +173,30 @@ def test_read_yolo_uses_the_class_list_and_the_image_header(tmp_path):
                               {"category": "ship", "box": [10.0, 5.0, 30.0, 15.0]}]
 
 
+def test_voc_in_chinese_encodings_reads_with_its_names(tmp_path):
+    """Chinese annotation tools save VOC XML in GBK or GB2312, which the XML parser alone refuses, and
+    a declaration may lie (UTF-8 bytes said to be GB2312) or be missing: each file reads, with the
+    image file it names found. A file cut off is still reported as malformed."""
+    gray_image(tmp_path / "JPEGImages" / "舰船_1.jpg")
+    (tmp_path / "Annotations").mkdir()
+    body = ("<annotation><folder>舰船</folder><filename>舰船_1.jpg</filename><object><name>ship</name>"
+            "<bndbox><xmin>5</xmin><ymin>5</ymin><xmax>15</xmax><ymax>15</ymax></bndbox></object></annotation>")
+    files = {"gbk": ('<?xml version="1.0" encoding="GBK"?>\n' + body).encode("gbk"),
+             "lying": ('<?xml version="1.0" encoding="gb2312"?>\n' + body).encode("utf-8"),
+             "undeclared": body.encode("gb2312"),
+             "utf16": ('<?xml version="1.0" encoding="utf-16"?>\n' + body).encode("utf-16")}
+    for name, raw in files.items():
+        (tmp_path / "Annotations" / f"{name}.xml").write_bytes(raw)
+    (tmp_path / "Annotations" / "cut.xml").write_bytes(files["gbk"][:-20])
+    problems = []
+    records = read_voc(tmp_path, problems=problems)
+    assert [r.image for r in records] == [str(tmp_path / "JPEGImages" / "舰船_1.jpg")] * 4
+    assert all(r.objects[0]["box"] == [5.0, 5.0, 15.0, 15.0] for r in records)
+    assert [kind for kind, where in problems] == ["malformed annotation"] and "cut.xml" in problems[0][1]
+    (tmp_path / "classes.txt").write_bytes("0 舰船\n1 ship\n".encode("gbk"))  # a class list saved in GBK
+    assert data.read_class_list(tmp_path / "classes.txt") == {"0": "舰船", "1": "ship"}
+
+
 def test_read_dota_polygons_and_gsd(tmp_path):
     gray_image(tmp_path / "images" / "r.png")
     (tmp_path / "labelTxt").mkdir()
