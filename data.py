@@ -344,7 +344,9 @@ def label_files(folder, subfolder):
 
 
 def read_yolo(folder, classes=None, problems=None):
-    """YOLO: a labels/*.txt per image, lines "class cx cy w h" in fractions of the image size.
+    """YOLO: a labels/*.txt per image, lines "class cx cy w h" in fractions of the image size, or
+    "class x1 y1 x2 y2 x3 y3 x4 y4", Ultralytics' rotated boxes (any longer polygon, as its segment
+    labels write, is read the same way), also in fractions; the box is the polygon's extent.
 
     The image size comes from the image itself (image_size).
     """
@@ -370,8 +372,10 @@ def read_yolo(folder, classes=None, problems=None):
                 if len(values) == 4:
                     cx, cy, w, h = values
                     objects.append(make_object(parts[0], [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], classes))
+                elif len(values) >= 6 and len(values) % 2 == 0:  # corners x1 y1 x2 y2 ...
+                    objects.append(make_object(parts[0], polygon_box(values), classes, values))
                 else:
-                    raise ValueError(f"line {line!r}: expected 'class cx cy w h'")
+                    raise ValueError(f"line {line!r}: expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 x4 y4'")
         except (ValueError, OSError) as error:
             problems.append(("malformed annotation", f"{path}: {error}"))
             continue

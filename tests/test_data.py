@@ -173,6 +173,21 @@ def test_read_yolo_uses_the_class_list_and_the_image_header(tmp_path):
                               {"category": "ship", "box": [10.0, 5.0, 30.0, 15.0]}]
 
 
+def test_read_yolo_rotated_boxes(tmp_path):
+    """Ultralytics' OBB labels: four corners in fractions of the image; the box is their extent."""
+    gray_image(tmp_path / "images" / "r.png", 200, 100)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "r.txt").write_text("0 0.1 0.2 0.3 0.1 0.35 0.3 0.15 0.4\n0 0.1 0.2 0.3\n")
+    problems = []
+    assert read_yolo(tmp_path, {"0": "ship"}, problems) == []  # a line of three numbers: the file is reported
+    assert problems[0][0] == "malformed annotation" and "r.txt" in problems[0][1]
+    (tmp_path / "labels" / "r.txt").write_text("0 0.1 0.2 0.3 0.1 0.35 0.3 0.15 0.4\n")
+    [record] = read_yolo(tmp_path, {"0": "ship"})
+    [ship] = record.objects
+    assert ship["box"] == pytest.approx([20.0, 10.0, 70.0, 40.0])
+    assert ship["polygon"] == pytest.approx([20.0, 20.0, 60.0, 10.0, 70.0, 30.0, 30.0, 40.0])
+
+
 def test_voc_in_chinese_encodings_reads_with_its_names(tmp_path):
     """Chinese annotation tools save VOC XML in GBK or GB2312, which the XML parser alone refuses, and
     a declaration may lie (UTF-8 bytes said to be GB2312) or be missing: each file reads, with the
