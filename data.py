@@ -208,13 +208,14 @@ IMAGE_FOLDERS = ("JPEGImages", "images", "")  # where detection releases put ima
 
 
 def find_image(roots, name):
-    """The image called name (any image extension) in a root or its JPEGImages/ or images/ folder.
+    """The image called name (any image extension, in lower or upper case: releases made on Windows
+    ship "P0001.JPG" and name it "P0001.jpg") in a root or its JPEGImages/ or images/ folder.
 
     Falls back to where VOC expects it; build_manifest then reports it missing.
     """
     name = Path(name)
     base = name.with_suffix("") if name.suffix.lower() in IMAGE_EXTENSIONS else name
-    names = [name] + [base.parent / (base.name + ext) for ext in IMAGE_EXTENSIONS]
+    names = [name] + [base.parent / (base.name + e) for ext in IMAGE_EXTENSIONS for e in (ext, ext.upper())]
     for root in roots:
         for folder in IMAGE_FOLDERS:
             for candidate in names:

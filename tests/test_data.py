@@ -173,6 +173,18 @@ def test_read_yolo_uses_the_class_list_and_the_image_header(tmp_path):
                               {"category": "ship", "box": [10.0, 5.0, 30.0, 15.0]}]
 
 
+def test_images_with_upper_case_extensions_are_found(tmp_path):
+    """Sets made on Windows ship "A.JPG" beside labels that name "A" (YOLO) or "A.jpg" (VOC)."""
+    gray_image(tmp_path / "images" / "A.JPG")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "A.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert [r.image for r in read_yolo(tmp_path, {"0": "ship"})] == [str(tmp_path / "images" / "A.JPG")]
+    (tmp_path / "Annotations").mkdir()
+    ship = [voc_object("ship", [5, 5, 15, 15])]
+    (tmp_path / "Annotations" / "A.xml").write_text(synthetic.voc_xml("A.jpg", 40, 30, ship))
+    assert [r.image for r in read_voc(tmp_path)] == [str(tmp_path / "images" / "A.JPG")]
+
+
 def test_read_yolo_rotated_boxes(tmp_path):
     """Ultralytics' OBB labels: four corners in fractions of the image; the box is their extent."""
     gray_image(tmp_path / "images" / "r.png", 200, 100)
