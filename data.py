@@ -209,11 +209,12 @@ IMAGE_FOLDERS = ("JPEGImages", "images", "")  # where detection releases put ima
 
 def find_image(roots, name):
     """The image called name (any image extension, in lower or upper case: releases made on Windows
-    ship "P0001.JPG" and name it "P0001.jpg") in a root or its JPEGImages/ or images/ folder.
+    ship "P0001.JPG" and name it "P0001.jpg") in a root or its JPEGImages/ or images/ folder. A
+    Windows path separator in name ("train\\P0001.jpg" in a COCO file) is read as a folder.
 
     Falls back to where VOC expects it; build_manifest then reports it missing.
     """
-    name = Path(name)
+    name = Path(str(name).replace("\\", "/"))
     base = name.with_suffix("") if name.suffix.lower() in IMAGE_EXTENSIONS else name
     names = [name] + [base.parent / (base.name + e) for ext in IMAGE_EXTENSIONS for e in (ext, ext.upper())]
     for root in roots:

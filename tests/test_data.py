@@ -173,8 +173,9 @@ def test_read_yolo_uses_the_class_list_and_the_image_header(tmp_path):
                               {"category": "ship", "box": [10.0, 5.0, 30.0, 15.0]}]
 
 
-def test_images_with_upper_case_extensions_are_found(tmp_path):
-    """Sets made on Windows ship "A.JPG" beside labels that name "A" (YOLO) or "A.jpg" (VOC)."""
+def test_images_named_the_windows_way_are_found(tmp_path):
+    """Sets made on Windows ship "A.JPG" beside labels that name "A" (YOLO) or "A.jpg" (VOC), and write
+    COCO paths with backslashes."""
     gray_image(tmp_path / "images" / "A.JPG")
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "A.txt").write_text("0 0.5 0.5 0.2 0.2\n")
@@ -183,6 +184,11 @@ def test_images_with_upper_case_extensions_are_found(tmp_path):
     ship = [voc_object("ship", [5, 5, 15, 15])]
     (tmp_path / "Annotations" / "A.xml").write_text(synthetic.voc_xml("A.jpg", 40, 30, ship))
     assert [r.image for r in read_voc(tmp_path)] == [str(tmp_path / "images" / "A.JPG")]
+    gray_image(tmp_path / "images" / "train" / "B.jpg")  # a COCO file written on Windows
+    (tmp_path / "b.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "train\\B.jpg"}], "categories": [{"id": 1, "name": "ship"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10]}]}))
+    assert [r.image for r in read_coco(tmp_path / "b.json")] == [str(tmp_path / "images" / "train" / "B.jpg")]
 
 
 def test_read_yolo_rotated_boxes(tmp_path):
