@@ -7,7 +7,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from sarclip import CLIP, SIZES, CLIPConfig, clip_loss
 
@@ -22,27 +21,28 @@ def timed(step, warmup=3, repeats=10):
     return (time.perf_counter() - start) / repeats
 
 
-def training_step(size, batch_size, device="cpu", dtype=None, image_size=None):
-    """A function doing one training step of preset `size` as train.py does it by default: forward, the
-    symmetric loss with one false-count caption per image (--count-negatives 1: a second text pass),
-    backward, AdamW; image_size overrides the preset's, as train.py --image-size does."""
+def training_step(size, batch_size, device="cpu", dtype=None, image_size=None, count_negatives=True):
+    """A function doing one training step of preset `size` as train.py does it by default: forward
+    (train.Trainee's, with one false-count caption per image, --count-negatives 1: a second text
+    pass; count_negatives=False leaves it out), the symmetric loss, backward, AdamW. image_size
+    overrides the preset's, as train.py --image-size does."""
+    import train
     torch.manual_seed(0)
     cfg = CLIPConfig(**{**SIZES[size], "in_channels": 1,  # train.py's SAR models are single-channel
                         "image_size": image_size or SIZES[size]["image_size"]})
     model = CLIP(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    trainee, optimizer = train.Trainee(model), torch.optim.AdamW(model.parameters(), lr=1e-4)
     images = torch.rand(batch_size, 1, cfg.image_size, cfg.image_size, device=device)
     tokens = torch.randint(1, cfg.vocab_size - 2, (batch_size, cfg.context_length), device=device)
     tokens[:, 20] = cfg.vocab_size - 1  # end-of-text
-    false_counts = tokens.clone()  # each caption with one word (its count) changed
-    false_counts[:, 5] = false_counts[:, 5] % (cfg.vocab_size - 3) + 1
+    false_counts = tokens.clone()[:, None]  # [B, 1, L]: each caption with one word (its count) changed
+    false_counts[:, :, 5] = false_counts[:, :, 5] % (cfg.vocab_size - 3) + 1
     autocast = torch.autocast(device, dtype=dtype) if dtype else torch.autocast(device, enabled=False)
 
     def step():
         with autocast:
-            image, text, scale = model(images, tokens)
-            extra = F.normalize(model.encode_text(false_counts), dim=-1)[:, None]  # [B, 1, embed_dim]
-        loss = clip_loss(image.float(), text.float(), scale, counterfactuals=extra.float())
+            image, text, scale, extra = trainee(images, tokens, false_counts if count_negatives else None)
+        loss = clip_loss(image.float(), text.float(), scale, counterfactuals=None if extra is None else extra.float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -56,11 +56,11 @@ def flops_per_pair(model, texts=2):
     training_step runs them): 6 per weight per token (forward 2, backward 4), plus attention's T x T
     products (nanoGPT's estimate), summed over the towers."""
     cfg, total = model.cfg, 0
-    for tower, tokens, width, layers in ((model.visual, (cfg.image_size // cfg.patch_size) ** 2 + 1,
-                                          cfg.vision_width, cfg.vision_layers),
-                                         (model.transformer, cfg.context_length, cfg.text_width, cfg.text_layers)):
+    towers = ((model.visual, 1, (cfg.image_size // cfg.patch_size) ** 2 + 1, cfg.vision_width, cfg.vision_layers),
+              (model.transformer, texts, cfg.context_length, cfg.text_width, cfg.text_layers))
+    for tower, passes, tokens, width, layers in towers:
         weights = sum(p.numel() for p in tower.parameters())
-        total += (6 * weights * tokens + 12 * layers * width * tokens ** 2) * (1 if tower is model.visual else texts)
+        total += passes * (6 * weights * tokens + 12 * layers * width * tokens ** 2)
     return total
 
 
@@ -68,11 +68,13 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, fro
 
 
 def bench_train_step(batch_size=64):
-    """Tiny preset on the CPU; with a GPU also b16 in bf16, with its model FLOP utilisation (MFU)."""
-    step, _ = training_step("tiny", batch_size)
-    seconds = timed(step)
-    print(f"train_step  tiny, batch {batch_size}, CPU, {torch.get_num_threads()} threads: "
-          f"{1 / seconds:.2f} steps/s, {batch_size / seconds:.0f} images/s")
+    """Tiny preset on the CPU, with and without the false-count text pass; with a GPU also b16 in
+    bf16, with its model FLOP utilisation (MFU)."""
+    for label, count_negatives in (("as train.py runs it", True), ("without the false-count pass", False)):
+        step, _ = training_step("tiny", batch_size, count_negatives=count_negatives)
+        seconds = timed(step)
+        print(f"train_step  tiny, batch {batch_size}, {label}, CPU, {torch.get_num_threads()} threads: "
+              f"{1 / seconds:.2f} steps/s, {batch_size / seconds:.0f} images/s")
     if not torch.cuda.is_available():
         return print("train_step  b16 bf16: skipped, no GPU")
     step, model = training_step("b16", 256, "cuda", torch.bfloat16)

@@ -33,6 +33,7 @@ An image path is relative to the manifest's folder (so data and manifest move to
 when the image lies outside that folder.
 """
 import argparse
+import codecs
 import csv
 import hashlib
 import json
@@ -146,15 +147,20 @@ def positive_or_none(text):
 
 
 def decode_text(raw, declared=None):
-    """A file's bytes as text: UTF-8 when they are valid UTF-8 (a byte-order mark, as Windows tools
-    write, dropped), else the encoding the file declares, else GB18030, the superset of the GBK and
-    GB2312 that Chinese annotation tools save in. Valid UTF-8 goes first because declarations lie
-    (UTF-8 files that say encoding="gb2312"), and text in another encoding is almost never valid
-    UTF-8 by chance. Raises UnicodeDecodeError (a ValueError) when nothing fits."""
-    for encoding in ["utf-8-sig"] + [declared] * bool(declared):
+    """A file's bytes as text. UTF-16 by its byte-order mark ("Unicode" in Windows Notepad); else
+    UTF-8 when they are valid UTF-8 (a byte-order mark dropped); else the encoding the file declares;
+    else GB18030, the superset of the GBK and GB2312 that Chinese annotation tools save in. Valid
+    UTF-8 goes before a declaration because declarations lie (UTF-8 files that say "gb2312"), and
+    other text is almost never valid UTF-8 by chance. Undeclared text in a Western 8-bit code page
+    is misread in its accented letters; the build report then shows them in names it cannot match.
+    Raises UnicodeDecodeError (a ValueError) when not even GB18030 fits."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    encodings = ["utf-8-sig", declared] if declared else ["utf-8-sig"]
+    for encoding in encodings:
         try:
             return raw.decode(encoding)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, UnicodeDecodeError):  # LookupError: a declared encoding Python lacks
             continue
     return raw.decode("gb18030")
 
@@ -168,19 +174,13 @@ XML_ENCODING = re.compile(rb'(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["\']([
 
 
 def parse_xml(path):
-    """The root element of an XML file as releases ship it. The XML parser reads UTF-8, UTF-16 and
-    Latin-1 itself, but refuses a multi-byte declaration such as GBK or GB2312 and bytes that do
-    not match theirs; those are decoded by decode_text instead. Raises the parser's own error when
-    that gives no well-formed XML either (a file cut off, say)."""
-    try:
-        return ET.parse(path).getroot()
-    except (ET.ParseError, ValueError) as error:
-        raw = Path(path).read_bytes()
-        declared = XML_ENCODING.match(raw)
-        try:
-            return ET.fromstring(decode_text(raw, declared and declared.group(1).decode("ascii")))
-        except (ET.ParseError, ValueError):
-            raise error from None
+    """The root element of an XML file as releases ship it, decoded by decode_text with the encoding
+    its declaration names. Not by the XML parser: it refuses multi-byte declarations such as GBK and
+    GB2312, and believes a declaration that lies. Raises ET.ParseError (malformed, e.g. cut off) or
+    UnicodeDecodeError."""
+    raw = Path(path).read_bytes()
+    declared = XML_ENCODING.match(raw)
+    return ET.fromstring(decode_text(raw, declared and declared.group(1).decode("ascii")))
 
 
 def is_bare_number(name):
@@ -348,7 +348,8 @@ def label_files(folder, subfolder):
 def read_yolo(folder, classes=None, problems=None):
     """YOLO: a labels/*.txt per image, lines "class cx cy w h" in fractions of the image size, or
     "class x1 y1 x2 y2 x3 y3 x4 y4", Ultralytics' rotated boxes (any longer polygon, as its segment
-    labels write, is read the same way), also in fractions; the box is the polygon's extent.
+    labels write, is read the same way), also in fractions; the box is the polygon's extent. (Pose
+    labels, a box and keypoints, are no detection format: their lines would read as polygons.)
 
     The image size comes from the image itself (image_size).
     """
@@ -377,7 +378,7 @@ def read_yolo(folder, classes=None, problems=None):
                 elif len(values) >= 6 and len(values) % 2 == 0:  # corners x1 y1 x2 y2 ...
                     objects.append(make_object(parts[0], polygon_box(values), classes, values))
                 else:
-                    raise ValueError(f"line {line!r}: expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 x4 y4'")
+                    raise ValueError(f"line {line!r}: expected 'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...'")
         except (ValueError, OSError) as error:
             problems.append(("malformed annotation", f"{path}: {error}"))
             continue

@@ -195,9 +195,9 @@ def test_read_yolo_rotated_boxes(tmp_path):
     """Ultralytics' OBB labels: four corners in fractions of the image; the box is their extent."""
     gray_image(tmp_path / "images" / "r.png", 200, 100)
     (tmp_path / "labels").mkdir()
-    (tmp_path / "labels" / "r.txt").write_text("0 0.1 0.2 0.3 0.1 0.35 0.3 0.15 0.4\n0 0.1 0.2 0.3\n")
+    (tmp_path / "labels" / "r.txt").write_text("0 0.1 0.2 0.3 0.1 0.35 0.3 0.15 0.4\n0 0.1 0.2 0.3 0.1 0.35 0.3 0.15\n")
     problems = []
-    assert read_yolo(tmp_path, {"0": "ship"}, problems) == []  # a line of three numbers: the file is reported
+    assert read_yolo(tmp_path, {"0": "ship"}, problems) == []  # seven numbers are no polygon: the file is reported
     assert problems[0][0] == "malformed annotation" and "r.txt" in problems[0][1]
     (tmp_path / "labels" / "r.txt").write_text("0 0.1 0.2 0.3 0.1 0.35 0.3 0.15 0.4\n")
     [record] = read_yolo(tmp_path, {"0": "ship"})
@@ -208,14 +208,17 @@ def test_read_yolo_rotated_boxes(tmp_path):
 
 def test_voc_in_chinese_encodings_reads_with_its_names(tmp_path):
     """Chinese annotation tools save VOC XML in GBK or GB2312, which the XML parser alone refuses, and
-    a declaration may lie (UTF-8 bytes said to be GB2312) or be missing: each file reads, with the
-    image file it names found. A file cut off is still reported as malformed."""
+    a declaration may lie (UTF-8 bytes said to be GB2312 or Latin-1), name no known encoding, or be
+    missing: each file reads, with the image file it names found. A file cut off is still reported,
+    as malformed, not as an encoding problem."""
     gray_image(tmp_path / "JPEGImages" / "舰船_1.jpg")
     (tmp_path / "Annotations").mkdir()
     body = ("<annotation><folder>舰船</folder><filename>舰船_1.jpg</filename><object><name>ship</name>"
             "<bndbox><xmin>5</xmin><ymin>5</ymin><xmax>15</xmax><ymax>15</ymax></bndbox></object></annotation>")
     files = {"gbk": ('<?xml version="1.0" encoding="GBK"?>\n' + body).encode("gbk"),
              "lying": ('<?xml version="1.0" encoding="gb2312"?>\n' + body).encode("utf-8"),
+             "lying_latin1": ('<?xml version="1.0" encoding="ISO-8859-1"?>\n' + body).encode("utf-8"),
+             "unknown_name": ('<?xml version="1.0" encoding="no-such-code"?>\n' + body).encode("gbk"),
              "undeclared": body.encode("gb2312"),
              "utf16": ('<?xml version="1.0" encoding="utf-16"?>\n' + body).encode("utf-16")}
     for name, raw in files.items():
@@ -223,11 +226,13 @@ def test_voc_in_chinese_encodings_reads_with_its_names(tmp_path):
     (tmp_path / "Annotations" / "cut.xml").write_bytes(files["gbk"][:-20])
     problems = []
     records = read_voc(tmp_path, problems=problems)
-    assert [r.image for r in records] == [str(tmp_path / "JPEGImages" / "舰船_1.jpg")] * 4
+    assert [r.image for r in records] == [str(tmp_path / "JPEGImages" / "舰船_1.jpg")] * len(files)
     assert all(r.objects[0]["box"] == [5.0, 5.0, 15.0, 15.0] for r in records)
-    assert [kind for kind, where in problems] == ["malformed annotation"] and "cut.xml" in problems[0][1]
-    (tmp_path / "classes.txt").write_bytes("0 舰船\n1 ship\n".encode("gbk"))  # a class list saved in GBK
-    assert data.read_class_list(tmp_path / "classes.txt") == {"0": "舰船", "1": "ship"}
+    [(kind, where)] = problems
+    assert kind == "malformed annotation" and "cut.xml" in where and "multi-byte" not in where
+    for encoding in ("gbk", "utf-16"):  # a class list saved in GBK, or as Notepad's "Unicode"
+        (tmp_path / "classes.txt").write_bytes("0 舰船\n1 ship\n".encode(encoding))
+        assert data.read_class_list(tmp_path / "classes.txt") == {"0": "舰船", "1": "ship"}
 
 
 def test_read_dota_polygons_and_gsd(tmp_path):
