@@ -59,11 +59,14 @@ import d2c
 # One name per kind of target across all sets. Keys are matched lower-cased with spaces, "_" and "-"
 # removed ("Oil_Tank" = "oil tank"). "tank" is a storage tank (SARDet-100K); MSTAR's T62/T72 battle
 # tanks keep their own names. SAR-AIRcraft's aircraft types become "aircraft"; its class "other" needs
-# a class list line "other aircraft" (a bare "other" is too vague to map for every set).
+# a class list line "other aircraft" (a bare "other" is too vague to map for every set). Ship types
+# are ships: SRSDD's rotated-box classes (Cell-Container, Container, ore-oil, LawCo, Dredger, Fishing)
+# and FUSAR-Ship's and OpenSARShip's (GeneralCargo, LawEnforce, Passenger, Dredging, ...).
 CATEGORY_NAMES = {
     **dict.fromkeys(["ship", "boat", "vessel", "cargo", "cargo ship", "container ship", "tanker", "ferry",
                      "bulk carrier", "fishing", "fishing boat", "passenger ship", "tug", "dredger", "warship",
-                     "other ship"], "ship"),
+                     "other ship", "container", "cell container", "ore oil", "oil tanker", "lawco",
+                     "law enforcement", "law enforce", "general cargo", "passenger", "dredging"], "ship"),
     **dict.fromkeys(["aircraft", "airplane", "aeroplane", "plane", "A220", "A320/321", "A330", "A350",
                      "ARJ21", "Boeing737", "Boeing747", "Boeing787"], "aircraft"),
     **dict.fromkeys(["tank", "oil tank", "storage tank"], "tank"),

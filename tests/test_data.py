@@ -41,7 +41,8 @@ def fake_tokenizer(texts):
 @pytest.mark.parametrize("raw, name", [("Ship", "ship"), ("boat", "ship"), ("Cargo", "ship"), ("A320/321", "aircraft"),
                                        ("Boeing737", "aircraft"), ("Oil_Tank", "tank"), ("storage-tank", "tank"),
                                        ("Harbour", "harbor"), ("small vehicle", "car"), ("T72", "T72"),
-                                       ("Wind  Turbine", "wind turbine")])
+                                       ("Cell-Container", "ship"), ("ore-oil", "ship"), ("LawCo", "ship"),
+                                       ("GeneralCargo", "ship"), ("Wind  Turbine", "wind turbine")])
 def test_category_names_meet_across_sets(raw, name):
     assert category_name(raw) == name
 
