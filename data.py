@@ -85,15 +85,18 @@ def squash(name):
 NAME_LOOKUP = {squash(key): value for key, value in CATEGORY_NAMES.items()}
 
 
-def category_name(raw, classes=None):
+def category_name(raw, classes=None, merge=True):
     """The MMSAR category of an annotation's class id or name: class list, then CATEGORY_NAMES.
 
     A name in neither is kept, lower-cased unless it is a designation such as "T72" or "2S1" (a digit
     or all capitals), which D2C writes as it is; build_manifest counts it as an unknown category.
+    merge=False skips CATEGORY_NAMES: a chip set's classes are what it teaches ("tanker" stays
+    "tanker", the word a zero-shot prompt uses, not MMSAR's "ship").
     """
     name = " ".join(str(raw).split())
     name = (classes or {}).get(name, name)
-    return NAME_LOOKUP.get(squash(name)) or (name if d2c.is_model_name(name) else name.lower())
+    merged = NAME_LOOKUP.get(squash(name)) if merge else None
+    return merged or (name if d2c.is_model_name(name) else name.lower())
 
 
 class SARDataError(ValueError):
@@ -463,7 +466,7 @@ def chip_object(phrase, width, height):
     size_known False stops D2C from calling it "large" or giving it a length the box does not measure.
     """
     box = [width / 4, height / 4, 3 * width / 4, 3 * height / 4]
-    return {"category": category_name(phrase), "box": box, "size_known": False}
+    return {"category": category_name(phrase, merge=False), "box": box, "size_known": False}
 
 
 def read_chips(folder, names=None, problems=None):

@@ -304,6 +304,20 @@ def test_a_category_the_user_named_is_not_reported_unknown(tmp_path):
     assert stats["problems"] == [] and set(stats["objects"]) == {("chips", "radar dome"), ("chips", "harbour crane")}
 
 
+def test_chip_classes_keep_their_own_words(tmp_path):
+    """A ship-type chip set (FUSAR-Ship, OpenSARShip) teaches its types: captions say "tanker" and
+    "cargo ship", the words of eval.py's zero-shot prompts, not the "ship" a detection set merges them to."""
+    for cls in ("Tanker", "Cargo"):
+        gray_image(tmp_path / "chips" / cls / "0.png")
+    (tmp_path / "names.txt").write_text("Cargo cargo ship\n")
+    build_manifest([f"chips:{tmp_path / 'chips'}:{tmp_path / 'names.txt'}"], tmp_path / "c.jsonl", verbose=False)
+    prompts = data.chip_class_phrases(tmp_path / "names.txt", ["Cargo", "Tanker"])  # what eval.py prompts with
+    for entry in read_manifest(tmp_path / "c.jsonl"):
+        [(category, count)] = entry["counts"].items()
+        assert category == prompts[Path(entry["image"]).parent.name].lower() and count == 1
+        assert all(re.search(rf"\b(a|one) {category}\b", caption) for caption in entry["captions"]), entry["captions"]
+
+
 def test_malformed_coco_json_is_reported_not_raised(tmp_path):
     (tmp_path / "a.json").write_text('{"images": [')
     problems = []
@@ -588,7 +602,7 @@ def test_chips_become_one_centred_object_of_their_class_phrase(tmp_path):
     stats = build_manifest([f"chips:{root}:{tmp_path / 'names.txt'}"], tmp_path / "m.jsonl", verbose=False)
     entries = read_manifest(tmp_path / "m.jsonl")
     assert stats["images"] == {"chips": 14}
-    assert {e["boxes"][0][4] for e in entries} == {"T72 tank", "ship", "D7 bulldozer"}  # "fishing boat" is a ship
+    assert {e["boxes"][0][4] for e in entries} == {"T72 tank", "fishing boat", "D7 bulldozer"}  # the class's own words
     assert all(e["boxes"] == [[16, 16, 48, 48, e["boxes"][0][4]]] and e["chip"] for e in entries)  # middle half
     held_out = sorted(Path(e["image"]).relative_to(root).as_posix() for e in entries if e["split"] == "test")
     assert held_out == ["D7/004.png", "T72/004.png"] and {e["split"] for e in entries} == {"train", "test"}
