@@ -804,20 +804,16 @@ def parse_source(spec):
 
 
 def read_source(kind, path, extra, problems):
-    """The Records of one source; extra as parse_source returns it."""
+    """(the Records of one source, the categories its user named); extra as parse_source returns it.
+    Named are a class list's names and a chips source's classes (its names file's phrases, else its
+    folders): the build does not report those as unknown."""
     if kind == "csv":
-        return read_csv(path, tuple(extra.split(":")) if extra else CSV_COLUMNS, problems)
+        return read_csv(path, tuple(extra.split(":")) if extra else CSV_COLUMNS, problems), set()
     if kind == "chips":
-        return read_chips(path, extra, problems)
-    return READERS[kind](path, read_class_list(extra) if extra else None, problems)
-
-
-def named_categories(kind, extra, records):
-    """The categories the user named for a source, which the build does not report as unknown: a
-    chips source's classes (its names file's phrases, else its folders) and a class list's names."""
-    if kind == "chips":
-        return {obj["category"] for record in records for obj in record.objects}
-    return {category_name(name) for name in read_class_list(extra).values()} if extra and kind in READERS else set()
+        records = read_chips(path, extra, problems)
+        return records, {obj["category"] for record in records for obj in record.objects}
+    classes = read_class_list(extra) if extra else {}
+    return READERS[kind](path, classes or None, problems), {category_name(name) for name in classes.values()}
 
 
 def checked(record, problems, known=KNOWN_CATEGORIES):
@@ -926,11 +922,11 @@ def build_manifest(sources, out_path, n_captions=5, split=None, verbose=True):
         with open(tmp, "w") as out:
             for spec in sources:
                 name, kind, path, extra, folder = parse_source(spec)
-                records = read_source(kind, path, extra, problems)
+                records, named = read_source(kind, path, extra, problems)
                 refuse_unnamed_classes(records, spec)
                 if not records:
                     problems.append(("no annotations found", f"{kind}:{path}"))
-                label, known = name or folder.name, KNOWN_CATEGORIES | named_categories(kind, extra, records)
+                label, known = name or folder.name, KNOWN_CATEGORIES | named
                 for record in records:
                     if not (record := checked(record, problems, known)):
                         continue
