@@ -337,7 +337,7 @@ def scene_tiff(side, tiled=True):
 
 
 def tiff_cell(path, max_side=896):
-    """Prints {seconds, mb, shape} for one data.load_sar_image(path, max_side=896), for bench_tiff.
+    """Prints {seconds, mb, shape} for one rasters.load_sar_image(path, max_side=896), for bench_tiff.
 
     Memory is the peak resident set during the load above the resident set just before it (after the
     imports and a warm-up load of a small TIFF, so that lazy imports do not count; clear_refs resets the
@@ -346,18 +346,18 @@ def tiff_cell(path, max_side=896):
     import json
     from pathlib import Path
 
-    import data
-    data.load_sar_image(scene_tiff(256), max_side=64)
+    import rasters
+    rasters.load_sar_image(scene_tiff(256), max_side=64)
     Path("/proc/self/clear_refs").write_text("5")  # peak resident set := resident set now
     before = resident_kb("VmRSS")
     start = time.perf_counter()
-    image = data.load_sar_image(path, max_side=max_side)
+    image = rasters.load_sar_image(path, max_side=max_side)
     seconds, mb = time.perf_counter() - start, (resident_kb("VmHWM") - before) / 1024
     print(json.dumps({"seconds": seconds, "mb": mb, "shape": list(image.shape)}))
 
 
 def bench_tiff(sides=TIFF_SIDES):
-    """Time and peak memory of data.load_sar_image(max_side=896) on tiled deflate uint16 TIFFs, 1k to
+    """Time and peak memory of rasters.load_sar_image(max_side=896) on tiled deflate uint16 TIFFs, 1k to
     16k a side, and on one uncompressed striped 8k TIFF: a reader that multi-looks tile by tile keeps
     memory flat whatever the file size. Files come from the page cache (just written or read before)."""
     import json
@@ -366,7 +366,7 @@ def bench_tiff(sides=TIFF_SIDES):
     root = Path(__file__).resolve().parent
     scene_tiff(256)  # the warm-up file every cell loads first
     files = [(side, tiled, scene_tiff(side, tiled)) for side, tiled in [(s, True) for s in sides] + [(8192, False)]]
-    print("tiff        data.load_sar_image(path, max_side=896), one load per fresh process; "
+    print("tiff        rasters.load_sar_image(path, max_side=896), one load per fresh process; "
           "peak MB above the process before the load\n")
     print("| TIFF | side (px) | megapixels | file MB (raw MB) | load s | peak MB | output |\n" + "|---" * 7 + "|")
     for side, tiled, path in files:

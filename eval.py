@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 import d2c
 import data
+import rasters
 import synthetic
 from anyreader import AnyReader, largest_useful_side
 from sarclip import CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, CLIPConfig, Tokenizer, load_clip
@@ -106,9 +107,9 @@ def load_image(item, channels, max_side=None):
     if isinstance(item, torch.Tensor):
         return item
     if isinstance(item, (str, Path)):
-        return data.load_sar_image(item, channels, max_side=max_side)  # shrunk on load: bounded memory
+        return rasters.load_sar_image(item, channels, max_side=max_side)  # shrunk on load: bounded memory
     path, box = item
-    return crop(data.load_sar_image(path, channels), box)  # full resolution: boxes are in its pixels
+    return crop(rasters.load_sar_image(path, channels), box)  # full resolution: boxes are in its pixels
 
 
 def crop(image, box, context=0.25):
@@ -138,7 +139,7 @@ def encode_images(model, images, reader=None, batch_size=64):
         if reader is not None:
             out = reader(batch)
         else:
-            out = model.encode_image(torch.stack([data.squeeze_to_square(image, cfg.image_size) for image in batch]))
+            out = model.encode_image(torch.stack([rasters.squeeze_to_square(image, cfg.image_size) for image in batch]))
         features.append(F.normalize(out.float(), dim=-1).cpu())
     return torch.cat(features) if features else torch.empty(0, cfg.embed_dim)
 
@@ -436,7 +437,8 @@ def read_chip_folder(root, class_names=None):
             continue
         found = data.chip_files(root / name)
         if not found:
-            raise ValueError(f"{root / name}: class folder has no images ({' '.join(data.IMAGE_EXTENSIONS)})")
+            raise ValueError(f"{root / name}: class folder has no images ({' '.join(data.IMAGE_EXTENSIONS)} "
+                             "or MSTAR's own files)")
         paths += found
         labels += [label] * len(found)
     return paths, torch.tensor(labels, dtype=torch.long), folders

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 from PIL import Image
 
 import d2c
 import data
 import synthetic
-from data import (ManifestDataset, SARDataError, build_manifest, category_name, collate_keep_size,
-                  load_sar_image, read_coco, read_dota, read_manifest, read_voc, read_yolo, split_of)
+from data import (ManifestDataset, SARDataError, build_manifest, category_name, collate_keep_size, read_coco,
+                  read_dota, read_manifest, read_voc, read_yolo, split_of)
+from rasters import load_sar_image, squeeze_to_square
 
 
 def gray_image(path, width=40, height=30, value=60):
@@ -400,140 +400,6 @@ def test_malformed_manifest_line_names_file_and_line(tmp_path):
         read_manifest(tmp_path / "m.jsonl")
 
 
-# ---- SAR pixels ------------------------------------------------------------------------------------------
-
-def saved(tmp_path, image, name="x.tif"):
-    image.save(tmp_path / name)
-    return tmp_path / name
-
-
-def intensity_ramp():
-    """Intensities 1 to 10,000, evenly spaced in log10 (0 to 4) over 101 x 101 pixels."""
-    return np.logspace(0, 4, 101 * 101).reshape(101, 101)
-
-
-def test_8bit_and_rgb_gray_are_divided_by_255(tmp_path):
-    gray = load_sar_image(saved(tmp_path, Image.new("L", (5, 4), 51), "g.png"))
-    rgb = load_sar_image(saved(tmp_path, Image.new("RGB", (5, 4), (51, 51, 51)), "c.png"), channels=3)
-    assert gray.shape == (1, 4, 5) and gray.dtype == torch.float32 and torch.allclose(gray, torch.full_like(gray, 0.2))
-    assert rgb.shape == (3, 4, 5) and torch.allclose(rgb, torch.full_like(rgb, 0.2))
-
-
-@pytest.mark.parametrize("kind", ["uint16 intensity", "int32 intensity", "float intensity", "uint16 amplitude",
-                                  "float dB"])
-def test_high_dynamic_range_goes_to_log_scale_and_percentiles(tmp_path, kind):
-    intensity = intensity_ramp()
-    values = {"uint16 intensity": lambda: Image.fromarray(intensity.round().astype(np.uint16)),
-              "int32 intensity": lambda: Image.fromarray(intensity.round().astype(np.int32)),
-              "float intensity": lambda: Image.fromarray(intensity.astype(np.float32)),
-              "uint16 amplitude": lambda: Image.fromarray((100 * np.sqrt(intensity)).astype(np.uint16)),
-              "float dB": lambda: Image.fromarray((10 * np.log10(intensity) - 30).astype(np.float32))}[kind]()
-    pixels = load_sar_image(saved(tmp_path, values))[0].numpy()
-    assert pixels.min() == 0 and pixels.max() == 1   # 1st and 99th percentiles stretched to 0 and 1
-    # Intensity 100 is halfway between 1 and 10,000 on a log scale, whether stored as intensity,
-    # amplitude (its square root) or dB (-10 dB here, not logged again).
-    assert pixels[50, 50] == pytest.approx(0.5, abs=0.01)
-
-
-def test_nan_and_inf_pixels(tmp_path):
-    values = np.linspace(-30, 0, 100, dtype=np.float32).reshape(10, 10)
-    values[0, 0], values[0, 1], values[0, 2] = np.nan, np.inf, -np.inf
-    pixels = load_sar_image(saved(tmp_path, Image.fromarray(values)))[0]
-    assert pixels[0, :3].tolist() == [0.0, 1.0, 0.0] and torch.isfinite(pixels).all()
-
-
-def test_unreadable_image_names_the_file(tmp_path):
-    whole = saved(tmp_path, Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)), "a.png")
-    (tmp_path / "cut.png").write_bytes(whole.read_bytes()[:2000])  # a valid header, half the pixels
-    with pytest.raises(SARDataError, match="cut.png"):
-        load_sar_image(tmp_path / "cut.png")
-
-
-def test_max_side_shrinks_big_images(tmp_path):
-    path = saved(tmp_path, Image.new("L", (1000, 600), 128), "big.jpg")
-    assert load_sar_image(path, max_side=100).shape == (1, 60, 100)    # decoded at 1/8 (125 x 75), averaged
-    path = saved(tmp_path, Image.fromarray(np.ones((600, 1000), np.uint16)), "big.tif")
-    assert load_sar_image(path, max_side=300).shape == (1, 180, 300)
-
-
-def tiff(path, values, **options):
-    """Write values as a TIFF with tifffile (tile=, compression=, planarconfig= ...); returns the path."""
-    tifffile.imwrite(path, values, **options)
-    return path
-
-
-def test_complex_slc_becomes_amplitude(tmp_path):
-    """Single-look complex data I + jQ is read as its amplitude |I + jQ|, then logged and stretched."""
-    iq = np.array([[3 + 4j, 6 - 8j], [0 + 1j, -5 + 12j]], np.complex64)
-    pixels, high_dynamic_range = data.read_tiff(tiff(tmp_path / "slc.tif", iq))
-    assert np.allclose(pixels, [[5, 10], [1, 13]]) and high_dynamic_range
-    assert torch.equal(load_sar_image(tmp_path / "slc.tif")[0], torch.from_numpy(data.unit_range(pixels)))
-
-
-def test_complex_int16_as_capella_ships_it(tmp_path):
-    """Complex int16 (TIFF SampleFormat 5, 32 bits: I then Q, each int16), as Capella's SLC GeoTIFFs."""
-    i, q = np.array([[3, -6], [0, 300]], np.int16), np.array([[4, 8], [-1, 400]], np.int16)
-    packed = (i.astype(np.uint16).astype(np.uint32) | q.astype(np.uint16).astype(np.uint32) << 16).view(np.int32)
-    with tifffile.TiffFile(tiff(tmp_path / "cint16.tif", packed), mode="r+b") as tif:
-        tif.pages.first.tags["SampleFormat"].overwrite(5)  # numpy has no complex int16: mark it as one
-    assert data.read_tiff(tmp_path / "cint16.tif")[0].tolist() == [[5, 10], [1, 500]]
-
-
-def test_float64_and_unsupported_sample_types(tmp_path):
-    values = intensity_ramp()  # float64
-    assert torch.equal(load_sar_image(tiff(tmp_path / "f64.tif", values)),
-                       load_sar_image(tiff(tmp_path / "f32.tif", values.astype(np.float32))))
-    with pytest.raises(SARDataError, match=r"bits\.tif: TIFF sample type .* 1-bit is not supported"):
-        load_sar_image(tiff(tmp_path / "bits.tif", np.eye(8, dtype=bool)))
-
-
-def test_dual_pol_reads_the_first_band(tmp_path):
-    vv, vh = intensity_ramp(), intensity_ramp()[::-1] / 10
-    planar = tiff(tmp_path / "planar.tif", np.stack([vv, vh]).astype(np.float32), planarconfig="separate")
-    interleaved = tiff(tmp_path / "contig.tif", np.stack([vv, vh], -1).astype(np.float32), planarconfig="contig")
-    assert np.array_equal(data.read_tiff(planar)[0], vv.astype(np.float32))
-    assert np.array_equal(data.read_tiff(interleaved)[0], vv.astype(np.float32))
-    rgb_gray = tiff(tmp_path / "rgb.tif", np.full((4, 5, 3), 51, np.uint8), photometric="rgb")
-    assert data.read_tiff(rgb_gray)[0].tolist() == np.full((4, 5), 0.2, np.float32).tolist()  # 8-bit: mean / 255
-
-
-@pytest.mark.parametrize("layout", [{"tile": (64, 64), "compression": "zlib"}, {"rowsperstrip": 7},
-                                    {"compression": "lzw", "predictor": True}])
-def test_max_side_multilooks_while_reading(tmp_path, layout):
-    """600 x 300 with max_side 100: looks of 6 x 6 pixels, each cell the mean of its 36 (tiled and
-    compressed, or uncompressed and memory-mapped: the same numbers)."""
-    values = np.random.default_rng(0).integers(1, 60_000, (600, 300)).astype(np.uint16)
-    pixels, _ = data.read_tiff(tiff(tmp_path / "big.tif", values, **layout), max_side=100)
-    assert pixels.shape == (100, 50)
-    assert np.allclose(pixels, values.reshape(100, 6, 50, 6).mean(axis=(1, 3)), rtol=1e-6)
-    odd, _ = data.read_tiff(tmp_path / "big.tif", max_side=77)  # looks of 7, then a last area average
-    assert odd.shape == (77, 38) and abs(odd.mean() - values.mean()) < 0.01 * values.mean()
-
-
-def test_no_data_stays_out_of_the_looks(tmp_path):
-    values = np.array([[0, 0, 10, 20], [0, 0, np.nan, 30], [1, 2, 3, 4], [5, 6, 7, 8]], np.float32)
-    pixels, _ = data.read_tiff(tiff(tmp_path / "border.tif", values), max_side=2)
-    assert np.isnan(pixels[0, 0]) and pixels[0, 1] == 20 and pixels[1].tolist() == [3.5, 5.5]
-    assert load_sar_image(tmp_path / "border.tif", max_side=2)[0, 0, 0] == 0  # no data at all: darkest
-
-
-def test_a_big_tiff_is_read_in_bounded_memory(tmp_path):
-    """A 4096 x 4096 uint16 scene (32 MiB; 64 MiB as float32) read at max_side 256, tiled and
-    compressed, or uncompressed: Python-side memory stays at a few blocks, never the whole image."""
-    import tracemalloc
-    band = np.tile(np.arange(1, 4097, dtype=np.uint16), (256, 1))  # 256 rows; written a segment at a time
-    tiles = lambda: (band[:, x:x + 256] for _ in range(16) for x in range(0, 4096, 256))
-    for name, segments, layout in (("tiled.tif", tiles(), {"tile": (256, 256), "compression": "zlib"}),
-                                   ("striped.tif", (band for _ in range(16)), {"rowsperstrip": 256})):
-        tifffile.imwrite(tmp_path / name, segments, shape=(4096, 4096), dtype=np.uint16, **layout)
-        tracemalloc.start()
-        pixels, _ = data.read_tiff(tmp_path / name, max_side=256)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        assert pixels.shape == (256, 256) and pixels[0, :2].tolist() == [8.5, 24.5]  # means of 16 x 16 looks
-        assert peak < 12 * 2 ** 20, f"{name}: {peak / 2 ** 20:.0f} MiB"
-
-
 # ---- captioned image sets (csv) and chip sets -----------------------------------------------------------
 
 def caption_file(path, rows, separator=",", header=("filepath", "title")):
@@ -728,7 +594,7 @@ def test_pixels_and_boxes_move_together(flip_x, flip_y, turns):
         record = data.augment_record(entry, params)
         assert tuple(image.shape[1:]) == tuple(round(v * scale) for v in (record["height"], record["width"]))
         assert bright_box(image) == [round(v * scale) for v in record["objects"][0]["box"]]
-    resized_last = data.squeeze_to_square(data.augment_image(bright_square(box, 90, 60), params, 90, 60), 32)
+    resized_last = squeeze_to_square(data.augment_image(bright_square(box, 90, 60), params, 90, 60), 32)
     resized_first = data.augment_image(bright_square(box, 90, 60), params, 90, 60, size=32)
     assert torch.allclose(resized_first, resized_last, atol=1e-5)  # the same picture, made faster
 
