@@ -84,8 +84,11 @@ def read_with_pillow(path, max_side=None):
 def raster_kind(path):
     """"tiff" (TIFF or BigTIFF: GeoTIFFs and COGs are TIFFs), "mstar" (a Phoenix header) or "other"
     (left to Pillow), from the file's first bytes, whatever its extension says."""
-    with open(path, "rb") as f:
-        start = f.read(64)
+    try:
+        with open(path, "rb") as f:
+            start = f.read(64)
+    except OSError as error:
+        raise SARDataError(f"cannot read image {path}: {error}") from error
     return "tiff" if start[:4] in TIFF_SIGNATURES else "mstar" if PHOENIX_SIGNATURE in start else "other"
 
 
@@ -95,7 +98,7 @@ def mstar_header(path):
     with open(path, "rb") as f:
         length = re.search(rb"PhoenixHeaderLength=\s*(\d+)", f.read(4096))
         if length is None:
-            raise SARDataError(f"cannot read SAR image {path}: its Phoenix header gives no PhoenixHeaderLength")
+            raise SARDataError(f"cannot read SAR image {path}: no PhoenixHeaderLength in its first 4096 bytes")
         f.seek(0)
         lines = f.read(int(length.group(1))).decode("latin-1").splitlines()
     return {key.strip(): value.strip() for key, equals, value in (line.partition("=") for line in lines) if equals}
@@ -114,6 +117,8 @@ def mstar_layout(path):
     if missing := [key for key in keys if not header.get(key, "").isdigit()]:
         raise SARDataError(f"cannot read SAR image {path}: its Phoenix header has no number for {', '.join(missing)}")
     height, width, offset, native = (int(header[key]) for key in keys)
+    if height == 0 or width == 0:
+        raise SARDataError(f"cannot read SAR image {path}: its Phoenix header gives it {height} rows and {width} columns")
     dtype = np.dtype(">f4" if native == 0 else ">u2")
     if os.path.getsize(path) < offset + native + height * width * dtype.itemsize:
         raise SARDataError(f"cannot read SAR image {path}: cut short, it ends before the {height}x{width} "

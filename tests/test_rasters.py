@@ -1,5 +1,7 @@
 """rasters.py: SAR pixels from any file a release ships (8-bit, high dynamic range, TIFF of any sample
 type, MSTAR's own format), in bounded memory."""
+import re
+
 import numpy as np
 import pytest
 import tifffile
@@ -167,6 +169,16 @@ def test_an_mstar_chip_reads_its_float_magnitude(tmp_path):
     assert torch.equal(load_sar_image(path)[0], torch.from_numpy(unit_range(magnitude)))  # logged, stretched
 
 
+def test_an_mstar_header_with_windows_line_ends_and_no_native_header_length(tmp_path):
+    magnitude = np.arange(1, 13, dtype=np.float32).reshape(3, 4)
+    path = mstar_file(tmp_path / "HB03333.015", magnitude)
+    text, body = path.read_bytes().split(b"[EndofPhoenixHeader]\n")
+    text = text.replace(b"native_header_length= 0\n", b"").replace(b"\n", b"\r\n") + b"[EndofPhoenixHeader]\r\n"
+    length = len(text)  # the length field keeps its width: six digits
+    path.write_bytes(re.sub(rb"PhoenixHeaderLength= \d+", b"PhoenixHeaderLength= %06d" % length, text) + body)
+    assert np.array_equal(read_mstar(path)[0], magnitude)
+
+
 def test_an_mstar_fullscene_skips_its_native_header_and_reads_uint16(tmp_path):
     magnitude = np.arange(40 * 60, dtype=np.uint16).reshape(40, 60)
     path = mstar_file(tmp_path / "HB06158.000", magnitude, native_header=512)
@@ -185,6 +197,9 @@ def test_a_cut_short_mstar_file_names_the_file(tmp_path):
     path.write_bytes(path.read_bytes().replace(b"NumberOfRows= 8", b"NumberOfRows= ?"))
     with pytest.raises(SARDataError, match="has no number for NumberOfRows"):
         load_sar_image(path)
+    path.write_bytes(path.read_bytes().replace(b"NumberOfRows= ?", b"NumberOfRows= 0"))
+    with pytest.raises(SARDataError, match="0 rows and 8 columns"):
+        image_size(path)
 
 
 def test_mstar_files_are_chips_by_content_not_extension(tmp_path):

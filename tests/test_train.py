@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 
 import synthetic
 import train
@@ -184,7 +185,7 @@ def manifest_with_truncated_jpegs(manifest, folder, how_many):
     entries = train.data.read_manifest(manifest)  # image paths absolute: the copy lives elsewhere
     train_lines = [i for i, e in enumerate(entries) if e["split"] == "train"]
     bad = train.epoch_batches(len(train_lines), 8, seed=0, epoch=0)[0][:how_many]
-    train.data.Image.open(entries[0]["image"]).convert("L").save(folder / "whole.jpg")
+    Image.open(entries[0]["image"]).convert("L").save(folder / "whole.jpg")
     for index in bad:
         cut = folder / f"cut{index}.jpg"
         cut.write_bytes((folder / "whole.jpg").read_bytes()[:600])  # the header and a few rows
