@@ -207,21 +207,23 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 IMAGE_FOLDERS = ("JPEGImages", "images", "")  # where detection releases put images, relative to a root
 
 
-def find_image(roots, name):
+def find_image(roots, name, by_file_name=False):
     """The image called name (any image extension, in lower or upper case: releases made on Windows
     ship "P0001.JPG" and name it "P0001.jpg") in a root or its JPEGImages/ or images/ folder. A
     Windows path separator in name ("train\\P0001.jpg" in a COCO file) is read as a folder.
 
+    by_file_name: when name's path is not found, look for its file name alone in the same folders. A
+    COCO file written by a conversion script may hold the paths of the machine it ran on
+    ("D:\\sar\\images\\P0001.jpg", "/home/me/HRSID/P0001.jpg"); its images lie beside it all the same.
     Falls back to where VOC expects it; build_manifest then reports it missing.
     """
     name = Path(str(name).replace("\\", "/"))
-    base = name.with_suffix("") if name.suffix.lower() in IMAGE_EXTENSIONS else name
-    names = [name] + [base.parent / (base.name + e) for ext in IMAGE_EXTENSIONS for e in (ext, ext.upper())]
-    for root in roots:
-        for folder in IMAGE_FOLDERS:
-            for candidate in names:
-                if (Path(root) / folder / candidate).is_file():
-                    return Path(root) / folder / candidate
+    for wanted in [name, Path(name.name)] if by_file_name and len(name.parts) > 1 else [name]:
+        base = wanted.with_suffix("") if wanted.suffix.lower() in IMAGE_EXTENSIONS else wanted
+        names = [wanted] + [base.parent / (base.name + e) for ext in IMAGE_EXTENSIONS for e in (ext, ext.upper())]
+        for candidate in (Path(root) / folder / n for root in roots for folder in IMAGE_FOLDERS for n in names):
+            if candidate.is_file():
+                return candidate
     return Path(roots[0]) / IMAGE_FOLDERS[0] / name
 
 
@@ -332,7 +334,7 @@ def read_coco(path, classes=None, problems=None):
                     segmentation = ann.get("segmentation")
                     polygon = segmentation[0] if isinstance(segmentation, list) and segmentation else None
                     objects.append(make_object(names[ann["category_id"]], [x, y, x + w, y + h], classes, polygon))
-            image = find_image([path.parent, path.parent.parent], info["file_name"])
+            image = find_image([path.parent, path.parent.parent], info["file_name"], by_file_name=True)
             records.append(Record(str(image), info.get("width"), info.get("height"), objects, annotation=str(path)))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             problems.append(("malformed annotation", f"{path}: image {info!r:.80}: {error}"))

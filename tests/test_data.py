@@ -192,6 +192,19 @@ def test_images_named_the_windows_way_are_found(tmp_path):
     assert [r.image for r in read_coco(tmp_path / "b.json")] == [str(tmp_path / "images" / "train" / "B.jpg")]
 
 
+def test_coco_paths_of_the_machine_that_wrote_the_file_find_the_images_by_name(tmp_path):
+    gray_image(tmp_path / "JPEGImages" / "P0001.jpg")
+    gray_image(tmp_path / "images" / "P0002.png")
+    names = ["D:\\HRSID\\JPEGImages\\P0001.jpg", "/home/someone/HRSID/P0002.jpg", "C:\\HRSID\\P0003.jpg"]
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "train.json").write_text(json.dumps({
+        "images": [{"id": i, "file_name": name} for i, name in enumerate(names)], "categories": [],
+        "annotations": []}))
+    found = [r.image for r in read_coco(tmp_path / "annotations" / "train.json")]
+    assert found[:2] == [str(tmp_path / "JPEGImages" / "P0001.jpg"), str(tmp_path / "images" / "P0002.png")]
+    assert not Path(found[2]).exists() and found[2].endswith("C:/HRSID/P0003.jpg")  # reported missing, as it is
+
+
 def test_read_yolo_rotated_boxes(tmp_path):
     """Ultralytics' OBB labels: four corners in fractions of the image; the box is their extent."""
     gray_image(tmp_path / "images" / "r.png", 200, 100)
