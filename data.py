@@ -207,18 +207,22 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 IMAGE_FOLDERS = ("JPEGImages", "images", "")  # where detection releases put images, relative to a root
 
 
-def find_image(roots, name, by_file_name=False):
+def find_image(roots, name, other_machine=False):
     """The image called name (any image extension, in lower or upper case: releases made on Windows
     ship "P0001.JPG" and name it "P0001.jpg") in a root or its JPEGImages/ or images/ folder. A
     Windows path separator in name ("train\\P0001.jpg" in a COCO file) is read as a folder.
 
-    by_file_name: when name's path is not found, look for its file name alone in the same folders. A
-    COCO file written by a conversion script may hold the paths of the machine it ran on
-    ("D:\\sar\\images\\P0001.jpg", "/home/me/HRSID/P0001.jpg"); its images lie beside it all the same.
+    other_machine: name may be an absolute path on the machine that wrote the annotation file (COCO
+    files made by conversion scripts: "D:\\HRSID\\images\\val\\P0001.jpg", "/home/me/HRSID/P0001.jpg").
+    When it is not here, its last three, two, then one components are looked for in the same folders
+    ("images/val/P0001.jpg", "val/P0001.jpg", "P0001.jpg"): the longest ending that exists decides.
+    A relative path is never shortened: "val/P0001.jpg" must not become another folder's P0001.jpg.
     Falls back to where VOC expects it; build_manifest then reports it missing.
     """
     name = Path(str(name).replace("\\", "/"))
-    for wanted in [name, Path(name.name)] if by_file_name and len(name.parts) > 1 else [name]:
+    elsewhere = other_machine and (name.is_absolute() or re.match(r"[A-Za-z]:/", str(name)))
+    endings = [Path(*name.parts[-k:]) for k in (3, 2, 1) if k < len(name.parts)] if elsewhere else []
+    for wanted in [name, *endings]:
         base = wanted.with_suffix("") if wanted.suffix.lower() in IMAGE_EXTENSIONS else wanted
         names = [wanted] + [base.parent / (base.name + e) for ext in IMAGE_EXTENSIONS for e in (ext, ext.upper())]
         for candidate in (Path(root) / folder / n for root in roots for folder in IMAGE_FOLDERS for n in names):
@@ -334,7 +338,7 @@ def read_coco(path, classes=None, problems=None):
                     segmentation = ann.get("segmentation")
                     polygon = segmentation[0] if isinstance(segmentation, list) and segmentation else None
                     objects.append(make_object(names[ann["category_id"]], [x, y, x + w, y + h], classes, polygon))
-            image = find_image([path.parent, path.parent.parent], info["file_name"], by_file_name=True)
+            image = find_image([path.parent, path.parent.parent], info["file_name"], other_machine=True)
             records.append(Record(str(image), info.get("width"), info.get("height"), objects, annotation=str(path)))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             problems.append(("malformed annotation", f"{path}: image {info!r:.80}: {error}"))

@@ -192,17 +192,21 @@ def test_images_named_the_windows_way_are_found(tmp_path):
     assert [r.image for r in read_coco(tmp_path / "b.json")] == [str(tmp_path / "images" / "train" / "B.jpg")]
 
 
-def test_coco_paths_of_the_machine_that_wrote_the_file_find_the_images_by_name(tmp_path):
+def test_coco_paths_of_the_machine_that_wrote_the_file_find_the_images_here(tmp_path):
     gray_image(tmp_path / "JPEGImages" / "P0001.jpg")
     gray_image(tmp_path / "images" / "P0002.png")
-    names = ["D:\\HRSID\\JPEGImages\\P0001.jpg", "/home/someone/HRSID/P0002.jpg", "C:\\HRSID\\P0003.jpg"]
+    gray_image(tmp_path / "images" / "val" / "P0003.jpg")
+    gray_image(tmp_path / "images" / "P0003.jpg")  # another image of that name: the longer ending decides
+    names = ["D:\\HRSID\\JPEGImages\\P0001.jpg", "/home/someone/HRSID/P0002.jpg", "C:\\HRSID\\val\\P0003.jpg",
+             "C:\\HRSID\\P0004.jpg", "train\\P0002.png"]
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "train.json").write_text(json.dumps({
         "images": [{"id": i, "file_name": name} for i, name in enumerate(names)], "categories": [],
         "annotations": []}))
     found = [r.image for r in read_coco(tmp_path / "annotations" / "train.json")]
-    assert found[:2] == [str(tmp_path / "JPEGImages" / "P0001.jpg"), str(tmp_path / "images" / "P0002.png")]
-    assert not Path(found[2]).exists() and found[2].endswith("C:/HRSID/P0003.jpg")  # reported missing, as it is
+    assert found[:3] == [str(tmp_path / p) for p in ("JPEGImages/P0001.jpg", "images/P0002.png", "images/val/P0003.jpg")]
+    assert not Path(found[3]).exists() and found[3].endswith("C:/HRSID/P0004.jpg")  # reported missing, as it is
+    assert not Path(found[4]).exists()  # a relative path is never shortened to another folder's image
 
 
 def test_read_yolo_rotated_boxes(tmp_path):
