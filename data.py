@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 import d2c
-from rasters import MSTAR_EXTENSION, SARDataError, image_size, load_sar_image, raster_kind, squeeze_to_square
+from rasters import SARDataError, image_size, is_mstar_file, load_sar_image, squeeze_to_square
 
 # ---- records and category names --------------------------------------------------------------------
 
@@ -432,8 +432,7 @@ def chip_files(class_folder):
     """The images of one class folder, in the order the held-out rule counts them: sorted paths of any
     image extension, and MSTAR's own files (HB03333.015: a number for extension, a Phoenix header
     inside), sub-folders included (eval.py's read_chip_folder reads the same list)."""
-    return sorted(p for p in Path(class_folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                  or (MSTAR_EXTENSION.fullmatch(p.suffix) and p.is_file() and raster_kind(p) == "mstar"))
+    return sorted(p for p in Path(class_folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS or is_mstar_file(p))
 
 
 def chip_is_held_out(position, every=HOLD_OUT_EVERY):

@@ -13,6 +13,7 @@ logged and stretched between percentiles (unit_range). data.py reads annotations
 import os
 import re
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import tifffile
@@ -90,6 +91,13 @@ def raster_kind(path):
     except OSError as error:
         raise SARDataError(f"cannot read image {path}: {error}") from error
     return "tiff" if start[:4] in TIFF_SIGNATURES else "mstar" if PHOENIX_SIGNATURE in start else "other"
+
+
+def is_mstar_file(path):
+    """True for a file named as MSTAR names its files (HB03333.015: a number for extension) that opens
+    with a Phoenix header; what a folder listing needs, since no image extension marks these."""
+    path = Path(path)
+    return bool(MSTAR_EXTENSION.fullmatch(path.suffix)) and path.is_file() and raster_kind(path) == "mstar"
 
 
 def mstar_header(path):
