@@ -90,8 +90,9 @@ def bench_d2c(n_records=2000):
     import d2c
     import data
     import synthetic
+    from dataset import entry_record
     entries = data.read_manifest(synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)["scenes"])[:n_records]
-    records = [data.entry_record(entry) for entry in entries]  # what training hands D2C
+    records = [entry_record(entry) for entry in entries]  # what training hands D2C
     start = time.perf_counter()
     for i, record in enumerate(records):
         d2c.captions(record, n=5, seed=i)
@@ -121,7 +122,7 @@ def loading_rate(dataset, n_images, n_workers):
 
 def loading_table(manifests, tokenizer, n_images, sizes):
     """Prints bench_loading's table: a row per (image size, manifest), training images/s beside."""
-    import data
+    from dataset import ManifestDataset
     print(f"loading     {n_images} images a cell (smaller sets cycled), batch 64, {torch.get_num_threads()} threads;"
           f" training: the tiny preset, batch 64\n")
     print("| data | px | 0 workers | 1 worker | 0 workers, augmented | training | loading / training |\n"
@@ -130,8 +131,8 @@ def loading_table(manifests, tokenizer, n_images, sizes):
         step, _ = training_step("tiny", 64, image_size=size)
         training = 64 / timed(step, warmup=2, repeats=5)
         for name, manifest, split in manifests:
-            plain = data.ManifestDataset(manifest, tokenizer, image_size=size, split=split)
-            augmented = data.ManifestDataset(manifest, tokenizer, image_size=size, split=split, augment=True)
+            plain = ManifestDataset(manifest, tokenizer, image_size=size, split=split)
+            augmented = ManifestDataset(manifest, tokenizer, image_size=size, split=split, augment=True)
             rates = [loading_rate(plain, n_images, 0), loading_rate(plain, n_images, 1),
                      loading_rate(augmented, n_images, 0)]
             print(f"| {name} ({len(plain)} images) | {size} | " + " | ".join(f"{r:,.0f}" for r in rates) +

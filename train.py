@@ -25,6 +25,7 @@ import data
 import eval as evaluation
 import synthetic
 from anyreader import AnyReader, largest_useful_side
+from dataset import ManifestDataset, collate_keep_size
 from sarclip import (CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, SIZES, CLIPConfig, Tokenizer, clip_loss,
                      load_clip)
 
@@ -415,7 +416,7 @@ def main(argv=None):
     autocast = nullcontext() if args.precision == "fp32" else torch.autocast(
         device.type, dtype=torch.bfloat16 if args.precision == "bf16" else torch.float16)
 
-    dataset = data.ManifestDataset(manifests, tokenizer, image_size=None if args.anyreader else clip.cfg.image_size,
+    dataset = ManifestDataset(manifests, tokenizer, image_size=None if args.anyreader else clip.cfg.image_size,
                                    channels=clip.cfg.in_channels, split="train", seed=args.seed,
                                    simple=args.captions == "simple", return_index=True, replace_unreadable=True,
                                    augment=args.augment,
@@ -485,7 +486,7 @@ def main(argv=None):
         global_batches = epoch_batches(len(dataset), args.batch_size, args.seed, epoch)[offset:]
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=[batch[rank::world] for batch in global_batches], num_workers=workers,
-            collate_fn=data.collate_keep_size if args.anyreader else None)
+            collate_fn=collate_keep_size if args.anyreader else None)
         for batch, (images, tokens, served) in zip(global_batches, loader):
             ordered = [i for r in range(world) for i in batch[r::world]]  # the gathered order: rank 0's part first
             served = gather_values(served.to(device)).tolist()  # the images actually in the batch

@@ -204,7 +204,7 @@ def test_an_unreadable_image_is_replaced_counted_and_reported(manifest, tmp_path
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["unreadable"] for r in rows if "loss" in r] == [1] * 6
     assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["unreadable"] == [bad]  # resume knows it
-    dataset = train.data.ManifestDataset(path, lambda texts: torch.zeros(1, 4), 64, replace_unreadable=True)
+    dataset = train.ManifestDataset(path, lambda texts: torch.zeros(1, 4), 64, replace_unreadable=True)
     stand_in = dataset.readable(bad)[0]
     assert stand_in != bad and dataset.readable(bad)[0] == stand_in  # the same stand-in every time: exact resume
 

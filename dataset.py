@@ -1,0 +1,274 @@
+"""What training reads: MMSAR manifest entries served as (image, caption tokens), augmented with their boxes.
+
+data.py builds manifests; this file serves them. Box-aware augmentation flips, turns and crops an image
+together with its boxes, and D2C writes the caption of the transformed record, so a caption stays true of
+the pixels it is served with ("upper-left" becomes "upper-right" after a flip, "three ships" becomes "two
+ships" when a crop leaves two). Each item's transform and caption depend only on (seed, epoch, index), so
+a resumed run serves exactly what the uninterrupted one would have.
+
+    dataset = ManifestDataset(["mmsar.jsonl"], tokenizer, image_size=64, augment=True)
+    dataset.set_epoch(0)
+    image, tokens = dataset[0]   # [1, 64, 64] in [0, 1], [context_length]
+"""
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import d2c
+from data import read_manifest
+from rasters import SARDataError, load_sar_image, squeeze_to_square
+
+
+# ---- box-aware augmentation: the image and its boxes move together, D2C re-captions -------------------
+
+AUGMENT_ODDS = {"flip_x": 0.5, "flip_y": 0.5, "crop": 0.5}  # how often each transform is drawn
+CROP_SIDE = (0.5, 1.0)  # a crop window's width and height, as fractions of the image's, drawn uniformly
+CROP_TRIES = 10         # crop windows drawn before giving up on a crop (each must cut no box)
+AUGMENT_STREAM = 7919   # a 4th seed word of its own: the augmentation's numbers are not the stand-ins'
+
+
+def captioned_from_boxes(entry):
+    """True for an entry whose captions D2C wrote from its boxes; False for a csv set's own captions,
+    which may say anything (positions too), so nothing may re-caption or move them."""
+    return "captions_from" not in entry
+
+
+def entry_record(entry):
+    """The D2C record of a manifest entry: its boxes, per-object near_coast, size unknown for chips,
+    and the source only when the user named it (source_named)."""
+    near = entry.get("near_coast") or [None] * len(entry["boxes"])
+    objects = []
+    for (*box, category), near_coast in zip(entry["boxes"], near):
+        obj = {"category": category, "box": box}
+        if near_coast is not None:
+            obj["near_coast"] = near_coast
+        if entry.get("chip"):
+            obj["size_known"] = False
+        objects.append(obj)
+    return {"width": entry["width"], "height": entry["height"], "objects": objects,
+            "pixel_spacing": entry.get("pixel_spacing"), "scene": entry.get("scene"),
+            "source": entry["source"] if entry.get("source_named") else None}
+
+
+def box_inside(box, window):
+    """True when box lies wholly inside window, False when wholly outside, None when window cuts it."""
+    if box[0] >= window[0] and box[1] >= window[1] and box[2] <= window[2] and box[3] <= window[3]:
+        return True
+    if box[2] <= window[0] or box[0] >= window[2] or box[3] <= window[1] or box[1] >= window[3]:
+        return False
+    return None
+
+
+def crop_window(rng, width, height, boxes):
+    """A crop window (x0, y0, x1, y1), whole pixels, each side CROP_SIDE of the image's, at a random place.
+
+    The rule for targets, so that the caption stays true: a window that cuts any box (part of a target
+    inside, part out) is redrawn, since a half ship is neither one ship nor none; boxes wholly outside
+    are dropped, and the count drops with them ("two ships" when two of three remain); a window that
+    would leave no object of an image that has some is redrawn too. After CROP_TRIES windows, None:
+    no crop (a scene crowded with targets is served whole).
+    """
+    for _ in range(CROP_TRIES):
+        w, h = (max(1, round(side * rng.uniform(*CROP_SIDE))) for side in (width, height))
+        x0, y0 = int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1))
+        window = (x0, y0, x0 + w, y0 + h)
+        inside = [box_inside(box, window) for box in boxes]
+        if None not in inside and (any(inside) or not boxes):
+            return window
+    return None
+
+
+def draw_augmentation(rng, width, height, boxes, crop=True):
+    """Random transform parameters for an image of width x height pixels with boxes [[x0, y0, x1, y1], ...].
+
+    {"crop": a crop_window or None, "flip_x": bool, "flip_y": bool, "turns": 0-3 quarter turns
+    anticlockwise}, applied in that order by augment_record and augment_image. crop=False never crops
+    (chips: the one thing known about their target is that it is centred). rng: a numpy Generator.
+    """
+    params = {"flip_x": bool(rng.random() < AUGMENT_ODDS["flip_x"]),
+              "flip_y": bool(rng.random() < AUGMENT_ODDS["flip_y"]), "turns": int(rng.integers(4))}
+    wants_crop = rng.random() < AUGMENT_ODDS["crop"]
+    params["crop"] = crop_window(rng, width, height, boxes) if crop and wants_crop else None
+    return params
+
+
+def moved_box(box, width, height, params):
+    """A box [x0, y0, x1, y1] of an uncropped width x height image after the flips and turns of params."""
+    x0, y0, x1, y1 = box
+    if params["flip_x"]:
+        x0, x1 = width - x1, width - x0
+    if params["flip_y"]:
+        y0, y1 = height - y1, height - y0
+    for _ in range(params["turns"]):  # a quarter turn anticlockwise on screen: (x, y) -> (y, width - x)
+        x0, y0, x1, y1, width, height = y0, width - x1, y1, width - x0, height, width
+    return [x0, y0, x1, y1]
+
+
+def augment_record(entry, params):
+    """The D2C record of an entry as transformed by params (draw_augmentation's): what its caption is of.
+
+    A crop keeps the objects wholly inside it (crop_window never cuts one), shifted into the window,
+    with their near_coast; pixel_spacing stays (a crop does not rescale pixels); an "inshore" scene
+    label is dropped, since a crop of a harbour may show only sea ("offshore" stays: part of open sea
+    is open sea). Flips and turns move every box; turns by an odd number swap width and height.
+    """
+    record = entry_record(entry)
+    width, height, objects = record["width"], record["height"], record["objects"]
+    if window := params["crop"]:
+        x0, y0, x1, y1 = window
+        objects = [{**obj, "box": [obj["box"][0] - x0, obj["box"][1] - y0, obj["box"][2] - x0, obj["box"][3] - y0]}
+                   for obj in objects if box_inside(obj["box"], window)]
+        width, height = x1 - x0, y1 - y0
+        record["scene"] = None if record["scene"] == "inshore" else record["scene"]
+    record["objects"] = [{**obj, "box": moved_box(obj["box"], width, height, params)} for obj in objects]
+    record["width"], record["height"] = (height, width) if params["turns"] % 2 else (width, height)
+    return record
+
+
+def augment_image(image, params, width, height, size=None):
+    """image [C, h, w] transformed by params, whose crop is in pixels of the annotated width x height
+    image (the image itself may be loaded smaller, at max_side: the window is scaled to it).
+
+    size: squeeze_to_square to size x size after the crop, before the flips and turns, which then move
+    fewer pixels (the same picture as resizing last, up to rounding).
+    """
+    if window := params["crop"]:
+        sx, sy = image.shape[-1] / width, image.shape[-2] / height
+        x0, y0 = round(window[0] * sx), round(window[1] * sy)
+        x1, y1 = max(x0 + 1, round(window[2] * sx)), max(y0 + 1, round(window[3] * sy))
+        image = image[:, y0:y1, x0:x1]
+    if size is not None:
+        image = squeeze_to_square(image, size)
+    if params["flip_x"]:
+        image = image.flip(-1)
+    if params["flip_y"]:
+        image = image.flip(-2)
+    return torch.rot90(image, params["turns"], dims=(-2, -1))  # anticlockwise, as moved_box
+
+
+# ---- the Dataset ------------------------------------------------------------------------------------
+
+class ManifestDataset(torch.utils.data.Dataset):
+    """Manifest images as (image [C, S, S] in [0, 1], caption tokens [L]), one caption drawn per epoch.
+
+    tokenizer: any callable list[str] -> LongTensor [N, L]. image_size=None keeps each image's own size
+    (for AnyReader; batch with collate_keep_size), averaged down to max_side when larger. Images are
+    resized whole (squeeze_to_square), never cut to a square: a target may sit at an edge.
+    simple=True draws D2C's one fixed template instead (the paper's simple-caption ablation).
+    augment=True transforms each image whose captions D2C wrote from boxes: random flips, quarter
+    turns, and for detection scenes a crop (crop_window's rule keeps every target whole), then D2C
+    writes the captions of the transformed boxes, so "upper-left" becomes "upper-right" after a
+    horizontal flip and "three ships" becomes "two ships" when a crop leaves two. Chips are flipped and
+    turned, never cropped; csv entries are served as they are. The transform of an item depends only
+    on (seed, epoch, index), and caption(index), item_captions(index) and item_counts(index) recompute
+    it without loading the image: what the training loop needs for positives and count negatives.
+    return_index=True adds the index of the image served to each item: (image, tokens, index).
+    replace_unreadable=True serves, for an image that fails to load, a stand-in drawn from (seed, epoch,
+    index, try) with its own caption, so one bad file never ends a run and a resumed run replaces it
+    alike; return_index then tells which were replaced. Otherwise the SARDataError is raised.
+    The caption drawn for an index depends only on (seed, epoch, index): call set_epoch before each
+    epoch (DataLoader workers made with persistent_workers=True keep the epoch they started with).
+    """
+    STAND_IN_TRIES = 20  # this many unreadable images in a row mean the data, not a file, is broken
+
+    def __init__(self, manifest_paths, tokenizer, image_size, channels=1, split="train", seed=0,
+                 simple=False, return_index=False, max_side=None, replace_unreadable=False, augment=False):
+        paths = [manifest_paths] if isinstance(manifest_paths, (str, Path)) else manifest_paths
+        self.entries = [e for p in paths for e in read_manifest(p) if split is None or e["split"] == split]
+        if simple:  # counts only, from the boxes, in the order the annotation lists them
+            for entry in filter(captioned_from_boxes, self.entries):
+                entry["captions"] = d2c.captions(entry_record(entry), n=1, simple=True)
+        self.tokenizer, self.image_size, self.channels = tokenizer, image_size, channels
+        self.seed, self.epoch, self.return_index = seed, 0, return_index
+        self.simple, self.augment = simple, augment
+        # Decode no more than will be used: twice the input side leaves a half-side crop at full detail.
+        self.max_side = max_side or (image_size and 2 * image_size)
+        self.replace_unreadable = replace_unreadable
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.entries)
+
+    @property
+    def captions(self):
+        """Every image's captions (all of them are true of it: retrieval counts any one as a hit)."""
+        return [entry["captions"] for entry in self.entries]
+
+    @property
+    def counts(self):
+        """Every image's {category: number of objects}."""
+        return [entry["counts"] for entry in self.entries]
+
+    def augmentation(self, index):
+        """(draw_augmentation's parameters, D2C seed) of item index this epoch; None when it is served
+        as it is (augment off, or captions not written from boxes)."""
+        entry = self.entries[index]
+        if not self.augment or not captioned_from_boxes(entry):
+            return None
+        rng = np.random.default_rng((self.seed, self.epoch, index, AUGMENT_STREAM))
+        params = draw_augmentation(rng, entry["width"], entry["height"], [box[:4] for box in entry["boxes"]],
+                                   crop=not entry.get("chip"))
+        return params, int(rng.integers(2**63))
+
+    def item_captions(self, index, n=None):
+        """The captions true of item index as served this epoch: the entry's own, or when augmented n of
+        them (default: as many as the entry has) written by D2C for the transformed boxes (augment_record),
+        the first being the one caption(index) serves."""
+        entry = self.entries[index]
+        if (drawn := self.augmentation(index)) is None:
+            return entry["captions"]
+        params, seed = drawn
+        return d2c.captions(augment_record(entry, params), n=n or len(entry["captions"]), seed=seed, simple=self.simple)
+
+    def item_counts(self, index):
+        """{category: number of objects} in item index as served this epoch (a crop may leave fewer)."""
+        if (drawn := self.augmentation(index)) is None:
+            return self.entries[index]["counts"]
+        return dict(Counter(obj["category"] for obj in augment_record(self.entries[index], drawn[0])["objects"]))
+
+    def caption(self, index):
+        """The caption served with item index this epoch, one of item_captions(index), the same for the
+        same (seed, epoch, index). An augmented item's is D2C's first for its transform: writing one
+        caption per item, not five, keeps augmentation cheap (D2C is most of its cost)."""
+        if (drawn := self.augmentation(index)) is None:
+            options = self.entries[index]["captions"]
+            return options[np.random.default_rng((self.seed, self.epoch, index)).integers(len(options))]
+        params, seed = drawn  # item_captions(index, n=1)[0], the transform drawn once
+        return d2c.captions(augment_record(self.entries[index], params), n=1, seed=seed, simple=self.simple)[0]
+
+    def image(self, index):
+        """The image, [C, image_size, image_size] (or its own size when image_size is None), transformed
+        as augmentation(index) says."""
+        entry, size = self.entries[index], self.image_size
+        image = load_sar_image(entry["image"], self.channels, max_side=self.max_side)  # bounded memory for big scenes
+        if (drawn := self.augmentation(index)) is not None:
+            return augment_image(image, drawn[0], entry["width"], entry["height"], size)
+        return image if size is None else squeeze_to_square(image, size)
+
+    def readable(self, index):
+        """(index of the image served, its image): index itself, or a stand-in when it fails to load."""
+        served = index
+        for attempt in range(1, self.STAND_IN_TRIES + 1):
+            try:
+                return served, self.image(served)
+            except SARDataError:
+                if not self.replace_unreadable:
+                    raise
+                served = int(np.random.default_rng((self.seed, self.epoch, index, attempt)).integers(len(self)))
+        raise SARDataError(f"{self.STAND_IN_TRIES} images in a row failed to load, the first "
+                           f"{self.entries[index]['image']}: is the data folder there?")
+
+    def __getitem__(self, index):
+        served, image = self.readable(index)
+        item = (image, self.tokenizer([self.caption(served)])[0])
+        return (*item, served) if self.return_index else item
+
+
+def collate_keep_size(batch):
+    """Batch images of different sizes as a list; stack the tokens (and indices when present)."""
+    columns = list(zip(*batch))
+    return [list(columns[0]), torch.stack(columns[1])] + [torch.tensor(c) for c in columns[2:]]

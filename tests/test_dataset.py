@@ -1,0 +1,201 @@
+"""dataset.py: ManifestDataset serves a manifest per (seed, epoch, index), and box-aware augmentation keeps
+every caption true of the pixels it is served with."""
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import d2c
+import synthetic
+from data import build_manifest
+from dataset import (ManifestDataset, augment_image, augment_record, box_inside, collate_keep_size, crop_window,
+                     draw_augmentation)
+from rasters import squeeze_to_square
+from test_data import caption_file, chip_folder, fake_tokenizer, gray_image, voc_object
+
+
+# ---- the Dataset --------------------------------------------------------------------------------------
+
+def test_dataset_draws_one_caption_per_epoch(tmp_path):
+    for i in range(4):
+        gray_image(tmp_path / "s" / "JPEGImages" / f"{i}.png", 50 + 10 * i, 40, 20 * i)
+        (tmp_path / "s" / "Annotations").mkdir(exist_ok=True)
+        objects = [voc_object("ship", [2, 2, 12, 6 + i]), voc_object("ship", [20, 20, 40, 30])]
+        xml = synthetic.voc_xml(f"{i}.png", 50, 40, objects, "offshore", 3.0)
+        (tmp_path / "s" / "Annotations" / f"{i}.xml").write_text(xml)
+    build_manifest([f"voc:{tmp_path / 's'}"], tmp_path / "m.jsonl", n_captions=5, verbose=False)
+    dataset = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, image_size=32, split=None, seed=1)
+    image, tokens = dataset[2]
+    assert image.shape == (1, 32, 32) and tokens.shape == (8,) and tokens.dtype == torch.long
+    assert float(image.mean()) == pytest.approx(40 / 255, abs=1e-6)  # a flat image stays flat when resized
+    drawn = [[dataset.caption(i) for i in range(4)] for dataset.epoch in range(6)]
+    assert all(c in dataset.captions[i] for row in drawn for i, c in enumerate(row))
+    assert len({tuple(row) for row in drawn}) > 1                      # the draw changes with the epoch
+    again = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, image_size=32, split=None, seed=1)
+    again.set_epoch(3)
+    assert [again.caption(i) for i in range(4)] == drawn[3]            # and is the same for (seed, epoch, index)
+    assert dataset.counts[0] == {"ship": 2}
+    simple = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, image_size=32, split=None, simple=True)
+    assert simple.captions[0] == ["a SAR image of two ships."]
+    native = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, None, channels=3, split=None, return_index=True)
+    images, tokens, index = collate_keep_size([native[0], native[3]])
+    assert [im.shape for im in images] == [(3, 40, 50), (3, 40, 80)] and tokens.shape == (2, 8)
+    assert index.tolist() == [0, 3]
+
+
+# ---- box-aware augmentation ---------------------------------------------------------------------------
+
+NO_CHANGE = {"crop": None, "flip_x": False, "flip_y": False, "turns": 0}
+
+
+def scene_entry(boxes, width=90, height=60, **extra):
+    """A manifest entry (as read_manifest returns it) of ships at boxes."""
+    return {"image": "x.png", "width": width, "height": height, "source": "SSDD", "source_named": True,
+            "counts": {"ship": len(boxes)} if boxes else {}, "boxes": [[*box, "ship"] for box in boxes],
+            "captions": ["d2c's"], "split": "train", **extra}
+
+
+def test_a_horizontal_flip_moves_the_caption_to_the_mirrored_cell():
+    entry = scene_entry([[5, 5, 20, 15]])  # upper-left of 90 x 60
+    record = augment_record(entry, {**NO_CHANGE, "flip_x": True})
+    assert record["objects"] == [{"category": "ship", "box": [70, 5, 85, 15]}]  # x -> 90 - x
+    texts = [c for seed in range(40) for c in d2c.captions(record, n=3, seed=seed)]
+    assert any(p in t for t in texts for p in d2c.CELL_PHRASES[0, 2])          # upper-right
+    assert not any(p in t for t in texts for p in d2c.CELL_PHRASES[0, 0])      # never upper-left
+    turned = augment_record(entry, {**NO_CHANGE, "turns": 1})  # a quarter turn anticlockwise
+    assert (turned["width"], turned["height"], turned["objects"][0]["box"]) == (60, 90, [5, 70, 15, 85])  # lower-left
+
+
+def test_a_crop_never_cuts_a_target_and_its_count_is_the_boxes_left():
+    entry = scene_entry([[5, 5, 15, 15], [30, 5, 40, 15], [70, 40, 80, 50]], scene="inshore", pixel_spacing=3.0,
+                        near_coast=[True, False, False])
+    record = augment_record(entry, {**NO_CHANGE, "crop": (0, 0, 45, 30)})  # the third ship is left out
+    assert [o["box"] for o in record["objects"]] == [[5, 5, 15, 15], [30, 5, 40, 15]]
+    assert [o["near_coast"] for o in record["objects"]] == [True, False]
+    assert (record["width"], record["height"], record["pixel_spacing"], record["scene"]) == (45, 30, 3.0, None)
+    assert all(re.search(r"\b(two|2) (small |medium-sized |large )?ships\b", c) for c in d2c.captions(record, n=10))
+    rng, boxes = np.random.default_rng(0), [b[:4] for b in entry["boxes"]]
+    windows = [crop_window(rng, 90, 60, boxes) for _ in range(300)]
+    assert all(None not in [box_inside(b, w) for b in boxes] for w in windows if w)  # whole or gone
+    assert all(any(box_inside(b, w) for b in boxes) for w in windows if w)         # never all gone
+    assert all(45 <= w[2] - w[0] <= 90 and 30 <= w[3] - w[1] <= 60 for w in windows if w)
+    assert len({w for w in windows if w}) > 50
+    assert crop_window(rng, 90, 60, [[1, 1, 89, 59]]) is None  # every window would cut it: no crop
+
+
+def bright_square(box, width, height):
+    """A dark [1, height, width] image with the pixels of box set to 1."""
+    image = torch.zeros(1, height, width)
+    image[0, box[1]:box[3], box[0]:box[2]] = 1
+    return image
+
+
+def bright_box(image):
+    """[x0, y0, x1, y1] around an image's pixels above 0.5."""
+    ys, xs = (image[0] > 0.5).nonzero(as_tuple=True)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+@pytest.mark.parametrize("flip_x", [False, True])
+@pytest.mark.parametrize("flip_y", [False, True])
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_pixels_and_boxes_move_together(flip_x, flip_y, turns):
+    box, entry = [10, 4, 22, 12], scene_entry([[10, 4, 22, 12], [70, 30, 80, 40]], width=90, height=60)
+    for crop, scale in ((None, 1), ((6, 2, 60, 50), 1), ((6, 2, 60, 50), 0.5)):  # 0.5: loaded at half size
+        params = {"crop": crop, "flip_x": flip_x, "flip_y": flip_y, "turns": turns}
+        image = augment_image(bright_square([round(v * scale) for v in box], round(90 * scale), round(60 * scale)),
+                                   params, 90, 60)
+        record = augment_record(entry, params)
+        assert tuple(image.shape[1:]) == tuple(round(v * scale) for v in (record["height"], record["width"]))
+        assert bright_box(image) == [round(v * scale) for v in record["objects"][0]["box"]]
+    resized_last = squeeze_to_square(augment_image(bright_square(box, 90, 60), params, 90, 60), 32)
+    resized_first = augment_image(bright_square(box, 90, 60), params, 90, 60, size=32)
+    assert torch.allclose(resized_first, resized_last, atol=1e-5)  # the same picture, made faster
+
+
+def test_chips_are_flipped_and_turned_never_cropped():
+    entry = scene_entry([[16, 16, 48, 48]], width=64, height=64, chip=True)
+    rng = np.random.default_rng(1)
+    drawn = [draw_augmentation(rng, 64, 64, [[16, 16, 48, 48]], crop=False) for _ in range(100)]
+    assert all(d["crop"] is None for d in drawn) and {d["turns"] for d in drawn} == {0, 1, 2, 3}
+    for params in drawn:
+        [obj] = augment_record(entry, params)["objects"]
+        assert obj == {"category": "ship", "box": [16, 16, 48, 48], "size_known": False}  # still centred
+
+
+def test_only_a_named_source_reaches_an_augmented_caption():
+    for named in (True, False):
+        record = augment_record(scene_entry([[5, 5, 20, 15]], source_named=named), NO_CHANGE)
+        assert record["source"] == ("SSDD" if named else None)
+
+
+def augment_set(tmp_path):
+    """A manifest of four 90 x 60 scenes with three ships each, a chip and a csv image; the scenes dark
+    with bright ships."""
+    root = tmp_path / "s"
+    (root / "Annotations").mkdir(parents=True)
+    boxes = [[5, 5, 15, 15], [30, 5, 40, 15], [70, 40, 80, 50]]
+    for i in range(4):
+        pixels = np.zeros((60, 90), np.uint8)
+        for x0, y0, x1, y1 in boxes:
+            pixels[y0:y1, x0:x1] = 255
+        (root / "JPEGImages").mkdir(exist_ok=True)
+        Image.fromarray(pixels).save(root / "JPEGImages" / f"{i}.png")
+        xml = synthetic.voc_xml(f"{i}.png", 90, 60, [voc_object("ship", b) for b in boxes], "offshore", 3.0)
+        (root / "Annotations" / f"{i}.xml").write_text(xml)
+    chip_folder(tmp_path / "chips", {"T72": 1})
+    gray_image(tmp_path / "cap" / "a.png")
+    caption_file(tmp_path / "cap" / "c.csv", [("a.png", "a ship in the upper-left")])
+    build_manifest([f"voc:{root}", f"chips:{tmp_path / 'chips'}", f"csv:{tmp_path / 'cap' / 'c.csv'}"],
+                   tmp_path / "m.jsonl", verbose=False)
+    return tmp_path / "m.jsonl"
+
+
+def test_augmented_items_are_deterministic_and_their_captions_true(tmp_path):
+    manifest = augment_set(tmp_path)
+    dataset = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3, augment=True)
+    plain = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3)
+    moved = 0
+    for dataset.epoch in range(8):
+        again = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3, augment=True)
+        again.set_epoch(dataset.epoch)
+        for i in range(4):  # the scenes
+            image, tokens = dataset[i]
+            assert torch.equal(image, again[i][0]) and dataset.caption(i) == again.caption(i)
+            counts, caption = dataset.item_counts(i), dataset.caption(i)
+            assert dataset.item_captions(i)[0] == caption and len(dataset.item_captions(i)) == 5
+            assert [(c.category, c.n) for c in d2c.read_counts(caption, counts)] == list(counts.items())
+            assert int((image > 0.5).sum()) == 100 * counts["ship"]  # one 10 x 10 bright square per ship
+            moved += not torch.equal(image, plain[i][0])
+        chip_image, _ = dataset[4]
+        assert chip_image.shape == (1, 64, 64) and dataset.item_counts(4) == {"T72": 1}
+        assert dataset[5][0].equal(plain[5][0]) and dataset.caption(5) == "a ship in the upper-left"  # csv: as it is
+        assert dataset.item_captions(5) == ["a ship in the upper-left"]
+    assert moved > 20  # of 32 scene items, most were flipped, turned or cropped
+
+
+def test_an_augmented_stand_in_brings_its_own_caption(tmp_path):
+    manifest = augment_set(tmp_path)
+    (tmp_path / "s" / "JPEGImages" / "0.png").write_bytes(b"not a png")
+    dataset = ManifestDataset(manifest, fake_tokenizer, 32, split=None, augment=True, return_index=True,
+                              replace_unreadable=True)
+    image, tokens, served = dataset[0]
+    assert served != 0 and torch.equal(tokens, fake_tokenizer([dataset.caption(served)])[0])
+    assert torch.equal(image, dataset.image(served))
+
+
+# ---- real SAR data (../shared) -------------------------------------------------------------------------------
+
+def test_real_ssdd_augmented_captions_state_the_counts_served(shared, tmp_path):
+    root = shared / "sar" / "ssdd_train"
+    build_manifest([f"voc:{root}"], tmp_path / "ssdd.jsonl", verbose=False)
+    dataset = ManifestDataset(tmp_path / "ssdd.jsonl", fake_tokenizer, 64, split=None, augment=True)
+    fewer = 0
+    for i in range(0, len(dataset), 5):
+        counts, caption = dataset.item_counts(i), dataset.caption(i)
+        assert [(c.category, c.n) for c in d2c.read_counts(caption, counts)] == list(counts.items())
+        assert set(counts) == set(dataset.counts[i]) and counts.get("ship", 0) <= dataset.counts[i].get("ship", 0)
+        fewer += counts != dataset.counts[i]
+    assert fewer > 5  # some crops left ships out, and said so
