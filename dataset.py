@@ -27,6 +27,7 @@ AUGMENT_ODDS = {"flip_x": 0.5, "flip_y": 0.5, "crop": 0.5}  # how often each tra
 CROP_SIDE = (0.5, 1.0)  # a crop window's width and height, as fractions of the image's, drawn uniformly
 CROP_TRIES = 10         # crop windows drawn before giving up on a crop (each must cut no box)
 AUGMENT_STREAM = 7919   # a 4th seed word of its own: the augmentation's numbers are not the stand-ins'
+CAPTION_STYLES = ("diverse", "simple", "both")  # ManifestDataset's caption_style, train.py's --captions
 
 
 def captioned_from_boxes(entry):
@@ -156,7 +157,10 @@ class ManifestDataset(torch.utils.data.Dataset):
     tokenizer: any callable list[str] -> LongTensor [N, L]. image_size=None keeps each image's own size
     (for AnyReader; batch with collate_keep_size), averaged down to max_side when larger. Images are
     resized whole (squeeze_to_square), never cut to a square: a target may sit at an edge.
-    simple=True draws D2C's one fixed template instead (the paper's simple-caption ablation).
+    caption_style: "diverse" draws among the entry's own captions (D2C's diverse ones); "simple" serves
+    D2C's one fixed template instead (the paper's simple-caption ablation: "a SAR image of two ships.");
+    "both" adds that template to each image's captions as one more, drawn as often as each of the others
+    (more often when D2C happened to write that very sentence too). csv captions stay as they are.
     augment=True transforms each image whose captions D2C wrote from boxes: random flips, quarter
     turns, and for detection scenes a crop (crop_window's rule keeps every target whole), then D2C
     writes the captions of the transformed boxes, so "upper-left" becomes "upper-right" after a
@@ -174,15 +178,19 @@ class ManifestDataset(torch.utils.data.Dataset):
     STAND_IN_TRIES = 20  # this many unreadable images in a row mean the data, not a file, is broken
 
     def __init__(self, manifest_paths, tokenizer, image_size, channels=1, split="train", seed=0,
-                 simple=False, return_index=False, max_side=None, replace_unreadable=False, augment=False):
+                 caption_style="diverse", return_index=False, max_side=None, replace_unreadable=False,
+                 augment=False):
+        if caption_style not in CAPTION_STYLES:
+            raise ValueError(f"caption_style must be one of {CAPTION_STYLES}, got {caption_style!r}")
         paths = [manifest_paths] if isinstance(manifest_paths, (str, Path)) else manifest_paths
         self.entries = [e for p in paths for e in read_manifest(p) if split is None or e["split"] == split]
-        if simple:  # counts only, from the boxes, in the order the annotation lists them
+        if caption_style != "diverse":
             for entry in filter(captioned_from_boxes, self.entries):
-                entry["captions"] = d2c.captions(entry_record(entry), n=1, simple=True)
+                template = d2c.captions(entry_record(entry), n=1, simple=True)[0]  # counts in annotation order
+                entry["captions"] = [template] if caption_style == "simple" else [*entry["captions"], template]
         self.tokenizer, self.image_size, self.channels = tokenizer, image_size, channels
         self.seed, self.epoch, self.return_index = seed, 0, return_index
-        self.simple, self.augment = simple, augment
+        self.caption_style, self.augment = caption_style, augment
         # Decode no more than will be used: twice the input side leaves a half-side crop at full detail.
         self.max_side = max_side or (image_size and 2 * image_size)
         self.replace_unreadable = replace_unreadable
@@ -215,14 +223,18 @@ class ManifestDataset(torch.utils.data.Dataset):
         return params, int(rng.integers(2**63))
 
     def item_captions(self, index, n=None):
-        """The captions true of item index as served this epoch: the entry's own, or when augmented n of
-        them (default: as many as the entry has) written by D2C for the transformed boxes (augment_record),
-        the first being the one caption(index) serves."""
+        """The captions true of item index as served this epoch, caption(index) among them: the entry's
+        own, or when augmented n of them (default: as many as the entry has) written by D2C for the
+        transformed boxes (augment_record); in the "both" style n - 1 diverse ones (at least one) and
+        then the simple template."""
         entry = self.entries[index]
         if (drawn := self.augmentation(index)) is None:
             return entry["captions"]
         params, seed = drawn
-        return d2c.captions(augment_record(entry, params), n=n or len(entry["captions"]), seed=seed, simple=self.simple)
+        record, n = augment_record(entry, params), n or len(entry["captions"])
+        if self.caption_style == "both":
+            return d2c.captions(record, n=max(1, n - 1), seed=seed) + d2c.captions(record, n=1, simple=True)
+        return d2c.captions(record, n=n, seed=seed, simple=self.caption_style == "simple")
 
     def item_counts(self, index):
         """{category: number of objects} in item index as served this epoch (a crop may leave fewer)."""
@@ -232,13 +244,16 @@ class ManifestDataset(torch.utils.data.Dataset):
 
     def caption(self, index):
         """The caption served with item index this epoch, one of item_captions(index), the same for the
-        same (seed, epoch, index). An augmented item's is D2C's first for its transform: writing one
-        caption per item, not five, keeps augmentation cheap (D2C is most of its cost)."""
+        same (seed, epoch, index). An augmented item's is D2C's first for its transform, or in the "both"
+        style the simple template one time in n (the entry's n captions counting the template): writing
+        one caption per item, not five, keeps augmentation cheap (D2C is most of its cost)."""
+        entry, rng = self.entries[index], np.random.default_rng((self.seed, self.epoch, index))
         if (drawn := self.augmentation(index)) is None:
-            options = self.entries[index]["captions"]
-            return options[np.random.default_rng((self.seed, self.epoch, index)).integers(len(options))]
-        params, seed = drawn  # item_captions(index, n=1)[0], the transform drawn once
-        return d2c.captions(augment_record(self.entries[index], params), n=1, seed=seed, simple=self.simple)[0]
+            return entry["captions"][rng.integers(len(entry["captions"]))]
+        params, seed = drawn  # the transform drawn once
+        n = len(entry["captions"])  # in the "both" style the template is the last of them
+        simple = self.caption_style == "simple" or (self.caption_style == "both" and rng.integers(n) == n - 1)
+        return d2c.captions(augment_record(entry, params), n=1, seed=seed, simple=simple)[0]
 
     def image(self, index):
         """The image, [C, image_size, image_size] (or its own size when image_size is None), transformed

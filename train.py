@@ -25,7 +25,7 @@ import data
 import eval as evaluation
 import synthetic
 from anyreader import AnyReader, largest_useful_side
-from dataset import ManifestDataset, collate_keep_size
+from dataset import CAPTION_STYLES, ManifestDataset, collate_keep_size
 from sarclip import (CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, SIZES, CLIPConfig, Tokenizer, clip_loss,
                      load_clip)
 
@@ -48,7 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--anyreader", action="store_true", help="read images at any size through AnyReader")
     p.add_argument("--max-tiles", type=int, default=4, help="AnyReader's tile budget per image")
-    p.add_argument("--captions", default="diverse", choices=["diverse", "simple"], help="D2C caption style")
+    p.add_argument("--captions", default="diverse", choices=CAPTION_STYLES,
+                   help="D2C caption style: diverse, the simple template, or both (the template one caption more)")
     p.add_argument("--dedup-targets", action=argparse.BooleanOptionalAction, default=True,
                    help="a caption also true of another image in the batch is a positive for it too")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
@@ -417,10 +418,10 @@ def main(argv=None):
         device.type, dtype=torch.bfloat16 if args.precision == "bf16" else torch.float16)
 
     dataset = ManifestDataset(manifests, tokenizer, image_size=None if args.anyreader else clip.cfg.image_size,
-                                   channels=clip.cfg.in_channels, split="train", seed=args.seed,
-                                   simple=args.captions == "simple", return_index=True, replace_unreadable=True,
-                                   augment=args.augment,
-                                   max_side=largest_useful_side(clip.cfg.image_size, args.max_tiles) if args.anyreader else None)
+                              channels=clip.cfg.in_channels, split="train", seed=args.seed,
+                              caption_style=args.captions, return_index=True, replace_unreadable=True,
+                              augment=args.augment,
+                              max_side=largest_useful_side(clip.cfg.image_size, args.max_tiles) if args.anyreader else None)
     steps_per_epoch = len(dataset) // args.batch_size
     if steps_per_epoch == 0:
         raise SystemExit(f"{len(dataset)} training images are fewer than one batch of {args.batch_size}")

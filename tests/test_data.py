@@ -1,4 +1,4 @@
-"""data.py: annotation readers, SAR pixels, MMSAR manifests, the Dataset and the synthetic SAR set."""
+"""data.py: category names, annotation readers, chip and csv sets, MMSAR manifests, SARCount."""
 import csv
 import json
 import re
@@ -512,7 +512,7 @@ def test_csv_and_chips_mix_with_a_voc_source(tmp_path):
     entries = read_manifest(tmp_path / "m.jsonl")
     assert [(e.get("captions_from"), e.get("chip"), e["source_named"]) for e in entries] == [
         ("csv", None, False), (None, None, True), (None, True, False), (None, True, False)]
-    simple = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, 32, split=None, simple=True)
+    simple = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, 32, split=None, caption_style="simple")
     assert simple.captions == [["a ship in the upper-left"], ["a SAR image of one ship."],
                                ["a SAR image of one BMP2."], ["a SAR image of one BMP2."]]
 

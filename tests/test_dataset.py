@@ -37,7 +37,7 @@ def test_dataset_draws_one_caption_per_epoch(tmp_path):
     again.set_epoch(3)
     assert [again.caption(i) for i in range(4)] == drawn[3]            # and is the same for (seed, epoch, index)
     assert dataset.counts[0] == {"ship": 2}
-    simple = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, image_size=32, split=None, simple=True)
+    simple = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, image_size=32, split=None, caption_style="simple")
     assert simple.captions[0] == ["a SAR image of two ships."]
     native = ManifestDataset(tmp_path / "m.jsonl", fake_tokenizer, None, channels=3, split=None, return_index=True)
     images, tokens, index = collate_keep_size([native[0], native[3]])
@@ -174,6 +174,21 @@ def test_augmented_items_are_deterministic_and_their_captions_true(tmp_path):
         assert dataset[5][0].equal(plain[5][0]) and dataset.caption(5) == "a ship in the upper-left"  # csv: as it is
         assert dataset.item_captions(5) == ["a ship in the upper-left"]
     assert moved > 20  # of 32 scene items, most were flipped, turned or cropped
+
+
+def test_both_styles_add_the_simple_template_as_one_more_caption(tmp_path):
+    manifest = augment_set(tmp_path)  # four scenes with five D2C captions each, a chip, a csv image
+    for augment in (False, True):
+        both = ManifestDataset(manifest, fake_tokenizer, 32, split=None, seed=3, caption_style="both", augment=augment)
+        served_simple = 0
+        for both.epoch in range(30):
+            for i in range(5):  # the scenes and the chip
+                captions, counts = both.item_captions(i), both.item_counts(i)
+                assert len(captions) == 6 and captions[-1] == d2c.simple_sentence(counts)  # "a SAR image of two ships."
+                assert both.caption(i) in captions
+                served_simple += both.caption(i) == captions[-1]
+            assert both.item_captions(5) == ["a ship in the upper-left"]  # csv captions: as they are, no template
+        assert 10 <= served_simple <= 40  # one caption in six: 25 of 150 expected
 
 
 def test_an_augmented_stand_in_brings_its_own_caption(tmp_path):
