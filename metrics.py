@@ -1,0 +1,218 @@
+"""The metric cores of eval.py's five tasks: pure tensor functions, tested on hand-made embeddings.
+
+Retrieval recall at k with several right captions per image and its exact chance level; top-1, per-class
+and confusion for classification; counting's accuracy, within-one accuracy and mean absolute error with
+a uniform guess and the best constant count beside them; logistic regression on frozen features for
+the few-shot and linear-probe tasks. Every number is a percentage, except counting's mean absolute
+error, which is in objects. eval.py computes the features and calls these.
+"""
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import data
+
+COUNTS = range(1, 11)                 # SARCount: 1 to 10 targets of one class per image
+COUNT_METRICS = ("accuracy", "within1", "mae")  # exact count, within one object (percent); mean error (objects)
+FEW_SHOT_KS = (1, 2, 4, 8, 16)        # labelled images per class
+FEW_SHOT_SEEDS = range(5)             # which k images are drawn; mean and std over these draws
+FEW_SHOT_WEIGHT_DECAY = 1e-3          # fixed: with 1 image per class there is nothing to validate on
+WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # the linear probe picks one on validation
+
+
+def positives_matrix(caption_image, num_images):
+    """[N, M] bool: caption j is a right answer for image i. From a [M] owner index, or given as a matrix."""
+    if caption_image.dtype == torch.bool:
+        return caption_image
+    return caption_image[None, :] == torch.arange(num_images)[:, None]
+
+
+def recall_at_k(similarity, positives, ks):
+    """Percent of queries (rows) with a right answer among their top k, for each k.
+
+    A query's rank is the number of wrong answers scoring at least as high as its best right answer:
+    ties count against the model, so a model that gives every pair the same score cannot score.
+    """
+    best = similarity.masked_fill(~positives, -math.inf).max(dim=1).values  # [queries]
+    rank = ((similarity >= best[:, None]) & ~positives).sum(dim=1)
+    return {k: 100 * (rank < k).sum().item() / len(rank) for k in ks}
+
+
+def chance_recall(positives, ks):
+    """Expected recall@k of a random ranking: 1 - C(M - c, k) / C(M, k) for a query with c right of M."""
+    M = positives.shape[1]
+    out = {}
+    for k in ks:
+        miss = torch.ones(len(positives), dtype=torch.float64)
+        for t in range(min(k, M)):  # C(M-c, k) / C(M, k) = prod_t (M - c - t) / (M - t)
+            miss *= ((M - positives.sum(1) - t).clamp(min=0) / (M - t)).double()
+        out[k] = 100 * (1 - miss).mean().item()
+    return out
+
+
+def retrieval_metrics(image_features, text_features, caption_image, ks=(1, 5, 10)):
+    """Recall@k both ways and mean recall, in percent, with the chance levels of a random ranking.
+
+    image_features [N, D] and text_features [M, D] are L2-normalised; caption_image [M] is the image
+    each caption belongs to (images have several captions), or an [N, M] bool matrix of right answers.
+    """
+    positives = positives_matrix(caption_image, len(image_features))
+    similarity = image_features @ text_features.t()  # [N images, M captions]
+    i2t, t2i = recall_at_k(similarity, positives, ks), recall_at_k(similarity.t(), positives.t(), ks)
+    chance_i2t, chance_t2i = chance_recall(positives, ks), chance_recall(positives.t(), ks)
+    out = {f"i2t_r{k}": i2t[k] for k in ks} | {f"t2i_r{k}": t2i[k] for k in ks}
+    out["mean_recall"] = sum(out.values()) / len(out)  # mean recall: the average of the six numbers
+    out["chance_mean_recall"] = (sum(chance_i2t.values()) + sum(chance_t2i.values())) / (2 * len(ks))
+    return out
+
+
+def classification_metrics(predictions, labels, num_classes):
+    """Top-1 accuracy, per-class accuracy (None for a class with no test image) and the confusion matrix."""
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)  # rows: true class, cols: predicted
+    confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    per_class = [100 * confusion[c, c].item() / n if (n := confusion[c].sum().item()) else None
+                 for c in range(num_classes)]
+    top1 = 100 * (predictions == labels).sum().item() / len(labels)
+    # chance: a uniform guess; majority: always naming the commonest test class (higher when unbalanced)
+    majority = 100 * confusion.sum(1).max().item() / len(labels)
+    return {"top1": top1, "chance": 100 / num_classes, "majority": majority, "per_class": per_class,
+            "confusion": confusion.tolist()}
+
+
+def baseline_key(baseline, metric):
+    """eval.json's name for a baseline's score: "chance" (accuracy), "chance_within1", "constant_mae", ..."""
+    return baseline if metric == "accuracy" else f"{baseline}_{metric}"
+
+
+def count_scores(error):
+    """Accuracy, within-one accuracy (percent) and mean absolute error (objects) of absolute count errors,
+    averaged over images (dim 0): [N] errors give 0-d tensors, [N, 10] (one column per guess) [10] each."""
+    error = error.double()
+    return {"accuracy": 100 * (error == 0).double().mean(0), "within1": 100 * (error <= 1).double().mean(0),
+            "mae": error.mean(0)}
+
+
+def scores_with_baselines(error, guess_error, constant):
+    """The model's scores on some images, a uniform guess's ("chance_...") and the constant's ("constant_...").
+
+    error [N]: the model's; guess_error [N, 10]: every guess's; constant: {metric: the count always answered}.
+    """
+    model, guess = count_scores(error), count_scores(guess_error)
+    out = {metric: model[metric].item() for metric in COUNT_METRICS}
+    out |= {baseline_key("chance", m): guess[m].mean().item() for m in COUNT_METRICS}  # exact: each guess 1/10
+    out |= {baseline_key("constant", m): guess[m][COUNTS.index(constant[m])].item() for m in COUNT_METRICS}
+    return out
+
+
+def counting_metrics(predicted, true):
+    """Counting scores (accuracy, within one, mean absolute error), overall and per true count, with two baselines.
+
+    chance: a number drawn uniformly from 1-10 for every image, its expected scores computed exactly
+    (within one and the error depend on the true counts: 1 and 10 have one neighbour only).
+    constant: one count answered for every image, the best one for each metric, picked with these very
+    test labels (the most common count for accuracy, a median for the error): an upper bound on any
+    constant guess, since no real guesser knows the test labels. It is the bar for the error: a model
+    that answers one middle number for every image already keeps its error small.
+    Also per_count {"n": these scores on the images with n targets, and "images"}, and the count
+    confusion matrix (rows: true count 1-10, columns: predicted).
+    """
+    error = (predicted - true).abs()
+    guess_error = (torch.tensor(list(COUNTS))[None, :] - true[:, None]).abs()  # [N, 10]: always guessing g
+    every_guess = count_scores(guess_error)  # each metric: [10], one per constant guess
+    constant = {metric: COUNTS[every_guess[metric].argmax()] for metric in ("accuracy", "within1")}
+    constant["mae"] = COUNTS[every_guess["mae"].argmin()]  # ties: the first, the smaller count
+    per_count = {str(n): {"images": int(mask.sum()),
+                          **scores_with_baselines(error[mask], guess_error[mask], constant)}
+                 for n in COUNTS if (mask := true == n).any()}
+    confusion = classification_metrics(predicted - 1, true - 1, len(COUNTS))["confusion"]  # counts 1-10: classes 0-9
+    return {"images": len(true), **scores_with_baselines(error, guess_error, constant), "constant_count": constant,
+            "per_count": per_count, "confusion": confusion}
+
+
+def fit_logistic_regression(features, labels, num_classes, weight_decay, max_iter=200):
+    """Multinomial logistic regression, full-batch L-BFGS on mean cross-entropy + weight_decay * |W|^2.
+
+    The loss is convex and the start is zero, so the result depends only on the data: deterministic.
+    Returns (weight [num_classes, D], bias [num_classes]); the bias is not decayed.
+    """
+    weight = torch.zeros(num_classes, features.shape[1], dtype=features.dtype, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=features.dtype, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, history_size=20,
+                                  tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(features @ weight.t() + bias, labels) + weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def logistic_accuracy(train_features, train_labels, test_features, test_labels, weight_decay):
+    """Top-1 test accuracy (percent) of logistic regression fitted on the training features."""
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    weight, bias = fit_logistic_regression(train_features, train_labels, num_classes, weight_decay)
+    predictions = (test_features @ weight.t() + bias).argmax(dim=1)
+    return 100 * (predictions == test_labels).sum().item() / len(test_labels)
+
+
+def few_shot(train_features, train_labels, test_features, test_labels, ks=FEW_SHOT_KS, seeds=FEW_SHOT_SEEDS):
+    """{str(k): {"mean", "std"}}: test accuracy over the seeds' draws of k training images per class.
+
+    Logistic regression on the k-shot features; std is over the draws (population std). A k larger
+    than some class's training images gives None.
+    """
+    classes = train_labels.unique()
+    smallest = min((train_labels == c).sum().item() for c in classes)
+    out = {}
+    for k in ks:
+        if k > smallest:  # every class must offer k images, or "k-shot" would mean fewer for some
+            print(f"few-shot: skipping k={k}, the smallest class has {smallest} training images", file=sys.stderr)
+            out[str(k)] = None
+            continue
+        accuracies = []
+        for seed in seeds:
+            g = torch.Generator().manual_seed(seed)
+            chosen = torch.cat([draw(train_labels == c, k, g) for c in classes])
+            accuracies.append(logistic_accuracy(train_features[chosen], train_labels[chosen], test_features,
+                                                test_labels, FEW_SHOT_WEIGHT_DECAY))
+        accuracies = torch.tensor(accuracies, dtype=torch.float64)
+        out[str(k)] = {"mean": accuracies.mean().item(), "std": accuracies.std(unbiased=False).item()}
+    return out
+
+
+def draw(mask, k, generator):
+    """k indices, drawn without replacement, of the True entries of mask."""
+    candidates = mask.nonzero()[:, 0]
+    return candidates[torch.randperm(len(candidates), generator=generator)[:k]]
+
+
+def held_out(labels, every=data.HOLD_OUT_EVERY):
+    """Bool mask: every `every`-th item of each class, in the given order, is held out (data.chip_is_held_out,
+    the rule that keeps a chips source's test split out of training)."""
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    for c in labels.unique():
+        members = (labels == c).nonzero()[:, 0]
+        mask[members] = torch.tensor([data.chip_is_held_out(i, every) for i in range(len(members))])
+    return mask
+
+
+def linear_probe(train_features, train_labels, test_features, test_labels, weight_decays=WEIGHT_DECAYS):
+    """Test top-1 of logistic regression on all training features; weight decay picked on validation.
+
+    Validation is every 5th training image of each class; the best weight decay is then refitted on
+    the whole training split (train + validation), as CLIP's linear-probe protocol does.
+    """
+    val = held_out(train_labels)
+    if val.all() or not val.any():
+        raise ValueError("linear probe: too few training images per class to hold out a validation split")
+    scores = {wd: logistic_accuracy(train_features[~val], train_labels[~val], train_features[val],
+                                    train_labels[val], wd) for wd in weight_decays}
+    best = max(weight_decays, key=lambda wd: (scores[wd], wd))  # ties: the stronger regulariser
+    top1 = logistic_accuracy(train_features, train_labels, test_features, test_labels, best)
+    return {"top1": top1, "weight_decay": best, "validation": {str(wd): s for wd, s in scores.items()}}
