@@ -176,6 +176,7 @@ class ManifestDataset(torch.utils.data.Dataset):
     epoch (DataLoader workers made with persistent_workers=True keep the epoch they started with).
     """
     STAND_IN_TRIES = 20  # this many unreadable images in a row mean the data, not a file, is broken
+    MEMO_SIZE = 4096     # item_captions kept (per epoch and index) before the memo starts again
 
     def __init__(self, manifest_paths, tokenizer, image_size, channels=1, split="train", seed=0,
                  caption_style="diverse", return_index=False, max_side=None, replace_unreadable=False,
@@ -194,6 +195,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         # Decode no more than will be used: twice the input side leaves a half-side crop at full detail.
         self.max_side = max_side or (image_size and 2 * image_size)
         self.replace_unreadable = replace_unreadable
+        self.written = {}  # {(epoch, index): item_captions(index)}, D2C's work memoised
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -222,19 +224,25 @@ class ManifestDataset(torch.utils.data.Dataset):
                                    crop=not entry.get("chip"))
         return params, int(rng.integers(2**63))
 
-    def item_captions(self, index, n=None):
+    def item_captions(self, index):
         """The captions true of item index as served this epoch, caption(index) among them: the entry's
-        own, or when augmented n of them (default: as many as the entry has) written by D2C for the
-        transformed boxes (augment_record); in the "both" style n - 1 diverse ones (at least one) and
-        then the simple template."""
+        own, or when augmented as many as the entry has, written by D2C for the transformed boxes
+        (augment_record); in the "both" style n - 1 diverse ones (at least one), then the simple template."""
         entry = self.entries[index]
+        if (self.epoch, index) in self.written:
+            return self.written[self.epoch, index]
         if (drawn := self.augmentation(index)) is None:
             return entry["captions"]
         params, seed = drawn
-        record, n = augment_record(entry, params), n or len(entry["captions"])
+        record, n = augment_record(entry, params), len(entry["captions"])
         if self.caption_style == "both":
-            return d2c.captions(record, n=max(1, n - 1), seed=seed) + d2c.captions(record, n=1, simple=True)
-        return d2c.captions(record, n=n, seed=seed, simple=self.caption_style == "simple")
+            written = d2c.captions(record, n=max(1, n - 1), seed=seed) + d2c.captions(record, n=1, simple=True)
+        else:
+            written = d2c.captions(record, n=n, seed=seed, simple=self.caption_style == "simple")
+        if len(self.written) >= self.MEMO_SIZE:  # a few batches' worth: enough, and small for any corpus
+            self.written.clear()
+        self.written[self.epoch, index] = written  # the loader and the loss ask for the same items
+        return written
 
     def item_counts(self, index):
         """{category: number of objects} in item index as served this epoch (a crop may leave fewer)."""
@@ -245,15 +253,12 @@ class ManifestDataset(torch.utils.data.Dataset):
     def caption(self, index):
         """The caption served with item index this epoch, one of item_captions(index), the same for the
         same (seed, epoch, index). An augmented item's is D2C's first for its transform, or in the "both"
-        style the simple template one time in n (the entry's n captions counting the template): writing
-        one caption per item, not five, keeps augmentation cheap (D2C is most of its cost)."""
+        style the simple template (the last) one time in n, the entry's n captions counting the template."""
         entry, rng = self.entries[index], np.random.default_rng((self.seed, self.epoch, index))
-        if (drawn := self.augmentation(index)) is None:
+        if self.augmentation(index) is None:
             return entry["captions"][rng.integers(len(entry["captions"]))]
-        params, seed = drawn  # the transform drawn once
-        n = len(entry["captions"])  # in the "both" style the template is the last of them
-        simple = self.caption_style == "simple" or (self.caption_style == "both" and rng.integers(n) == n - 1)
-        return d2c.captions(augment_record(entry, params), n=1, seed=seed, simple=simple)[0]
+        written, n = self.item_captions(index), len(entry["captions"])
+        return written[-1] if self.caption_style == "both" and rng.integers(n) == n - 1 else written[0]
 
     def image(self, index):
         """The image, [C, image_size, image_size] (or its own size when image_size is None), transformed

@@ -176,6 +176,19 @@ def test_augmented_items_are_deterministic_and_their_captions_true(tmp_path):
     assert moved > 20  # of 32 scene items, most were flipped, turned or cropped
 
 
+@pytest.mark.parametrize("memo_size", [3, ManifestDataset.MEMO_SIZE])
+def test_written_captions_are_kept_per_epoch_in_a_bounded_memo(tmp_path, monkeypatch, memo_size):
+    manifest = augment_set(tmp_path)
+    monkeypatch.setattr(ManifestDataset, "MEMO_SIZE", memo_size)
+    dataset = ManifestDataset(manifest, fake_tokenizer, 32, split=None, seed=3, augment=True)
+    for dataset.epoch in range(4):
+        fresh = ManifestDataset(manifest, fake_tokenizer, 32, split=None, seed=3, augment=True)
+        fresh.set_epoch(dataset.epoch)
+        for i in range(6):  # scenes written anew each epoch, the chip, the csv image
+            assert dataset.item_captions(i) == fresh.item_captions(i) and dataset.caption(i) == fresh.caption(i)
+            assert 1 <= len(dataset.written) <= memo_size
+
+
 def test_both_styles_add_the_simple_template_as_one_more_caption(tmp_path):
     manifest = augment_set(tmp_path)  # four scenes with five D2C captions each, a chip, a csv image
     for augment in (False, True):
