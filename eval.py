@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import annotations
 import d2c
 import data
 import rasters
@@ -206,7 +207,7 @@ def retrieval(model, tokenizer, entries, reader=None, batch_size=64):
     "a SAR image of one ship." for many images, and identical texts have identical embeddings, so
     counting only one owner would turn their ties into coin flips.
     """
-    entries = getattr(entries, "entries", entries)  # a data.py dataset keeps its manifest entries
+    entries = getattr(entries, "entries", entries)  # a dataset.py dataset keeps its manifest entries
     captions = list(dict.fromkeys(c for entry in entries for c in entry["captions"]))  # distinct, in order
     index = {caption: j for j, caption in enumerate(captions)}
     positives = torch.zeros(len(entries), len(captions), dtype=torch.bool)
@@ -233,10 +234,10 @@ def read_chip_folder(root, class_names=None):
     for label, name in enumerate(folders):
         if not (root / name).is_dir():  # a test set may lack a class; its training set may not
             continue
-        found = data.chip_files(root / name)
+        found = annotations.chip_files(root / name)
         if not found:
-            raise ValueError(f"{root / name}: class folder has no images ({' '.join(data.IMAGE_EXTENSIONS)} "
-                             "or MSTAR's own files)")
+            extensions = " ".join(annotations.IMAGE_EXTENSIONS)
+            raise ValueError(f"{root / name}: class folder has no images ({extensions} or MSTAR's own files)")
         paths += found
         labels += [label] * len(found)
     return paths, torch.tensor(labels, dtype=torch.long), folders
@@ -244,9 +245,9 @@ def read_chip_folder(root, class_names=None):
 
 def read_class_names(path, folders):
     """Prompt phrases for the class folders, in folder order, from a names file of lines "folder phrase"
-    ("T72 T72 tank"); None: no file. data.chip_class_phrases's rule, the one chip captions follow."""
+    ("T72 T72 tank"); None: no file. annotations.chip_class_phrases's rule, the one chip captions follow."""
     problems = []
-    phrases = data.chip_class_phrases(path, folders, problems)
+    phrases = annotations.chip_class_phrases(path, folders, problems)
     for _, where in problems:
         print(f"{where}: no class folder of that name (ignored)", file=sys.stderr)
     return [phrases[folder] for folder in folders]

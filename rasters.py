@@ -8,7 +8,7 @@ SAR release ships, with memory bounded for huge scenes.
   size (read_with_pillow).
 
 8-bit images are divided by 255; anything of higher dynamic range (16-bit, float, complex amplitude) is
-logged and stretched between percentiles (unit_range). data.py reads annotations and uses these.
+logged and stretched between percentiles (unit_range). annotations.py and data.py use these.
 """
 import os
 import re

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import annotations
 import data
 
 SYNTH_VERSION = 2                # bump when the generator changes, so cached sets are redrawn
@@ -391,7 +392,8 @@ def save_preview(manifest_path, png_path, n=12, columns=4):
     chosen = (chosen + [e for e in entries if e not in chosen])[:n]
     rows = math.ceil(len(chosen) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
-    colours = dict(zip(sorted(data.KNOWN_CATEGORIES), ("#ffd700", "#00e5ff", "#ff5fd2", "#7cff4f", "#ff8c00", "#ff4040")))
+    colours = dict(zip(sorted(annotations.KNOWN_CATEGORIES),
+                       ("#ffd700", "#00e5ff", "#ff5fd2", "#7cff4f", "#ff8c00", "#ff4040")))
     for ax, entry in zip(axes.flat, chosen):
         ax.imshow(np.asarray(Image.open(entry["image"])), cmap="gray", vmin=0, vmax=255)
         for x0, y0, x1, y1, category in entry["boxes"]:

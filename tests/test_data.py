@@ -1,4 +1,5 @@
-"""data.py: category names, annotation readers, chip and csv sets, MMSAR manifests, SARCount."""
+"""data.py: MMSAR manifests built from every kind of source (bad input reported, never half written),
+splits, chip and csv sets, the real shared sets end to end, SARCount."""
 import csv
 import json
 import re
@@ -10,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+import annotations
 import d2c
 import data
 import synthetic
-from data import (SARDataError, build_manifest, category_name, read_coco, read_dota, read_manifest, read_voc,
-                  read_yolo, split_of)
+from annotations import category_name, read_coco
+from data import SARDataError, build_manifest, read_manifest, split_of
 from dataset import ManifestDataset
 from rasters import load_sar_image
 
@@ -36,36 +38,6 @@ def fake_tokenizer(texts):
     return torch.tensor([row + [0] * (8 - len(row)) for row in rows])
 
 
-# ---- category names -------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("raw, name", [("Ship", "ship"), ("boat", "ship"), ("Cargo", "ship"), ("A320/321", "aircraft"),
-                                       ("Boeing737", "aircraft"), ("Oil_Tank", "tank"), ("storage-tank", "tank"),
-                                       ("Harbour", "harbor"), ("small vehicle", "car"), ("T72", "T72"),
-                                       ("Cell-Container", "ship"), ("ore-oil", "ship"), ("LawCo", "ship"),
-                                       ("GeneralCargo", "ship"), ("Wind  Turbine", "wind turbine")])
-def test_category_names_meet_across_sets(raw, name):
-    assert category_name(raw) == name
-
-
-def test_class_list_maps_ids_and_renames(tmp_path):
-    (tmp_path / "classes.txt").write_text("0 2S1\n1 BMP2\nother aircraft\n")
-    classes = data.read_class_list(tmp_path / "classes.txt")
-    assert classes == {"0": "2S1", "1": "BMP2", "other": "aircraft"}
-    assert [category_name(raw, classes) for raw in ("0", "1", "other", "ship")] == ["2S1", "BMP2", "aircraft", "ship"]
-    (tmp_path / "obj.names").write_text("ship\ntank\n")  # YOLO style: one name a line, id = line number
-    assert data.read_class_list(tmp_path / "obj.names") == {"0": "ship", "1": "tank"}
-
-
-def test_a_byte_order_mark_is_not_part_of_the_first_class(tmp_path):
-    (tmp_path / "classes.txt").write_text("\ufeff0 ship\n1 oil_tank\n", encoding="utf-8")  # saved by Notepad
-    assert data.read_class_list(tmp_path / "classes.txt") == {"0": "ship", "1": "oil_tank"}
-    (tmp_path / "labels").mkdir()
-    (tmp_path / "labels" / "x.txt").write_text("\ufeff0 0.5 0.5 0.2 0.2\n", encoding="utf-8")
-    gray_image(tmp_path / "images" / "x.png", 100, 100)
-    [record] = read_yolo(tmp_path, data.read_class_list(tmp_path / "classes.txt"))
-    assert record.objects == [{"category": "ship", "box": [40.0, 40.0, 60.0, 60.0]}]
-
-
 @pytest.mark.parametrize("kind, labels", [("voc", None), ("yolo", None), ("yolo", "0 ship\n")])
 def test_classes_that_are_bare_numbers_are_refused(tmp_path, kind, labels):
     """A caption must never name a number as a category ("three 3s in a tight group")."""
@@ -84,183 +56,6 @@ def test_classes_that_are_bare_numbers_are_refused(tmp_path, kind, labels):
     with pytest.raises(SARDataError, match=r"class '[03]' .* bare number .* 'id name'") as error:
         build_manifest([source], tmp_path / "m.jsonl", verbose=False)
     assert "a." in str(error.value) and not (tmp_path / "m.jsonl").exists()
-
-
-# ---- readers -------------------------------------------------------------------------------------------
-
-VOC_XML = """<annotation><filename>a.jpg</filename><size><width>40</width><height>30</height></size>
-  <pixel_spacing>3.0</pixel_spacing><scene>inshore</scene>
-  <object><name>Ship</name><near_coast>1</near_coast>
-    <bndbox><xmin>2.0</xmin><ymin>3.5</ymin><xmax>12</xmax><ymax>9</ymax></bndbox></object>
-  <object><name>boat</name>
-    <robndbox><cx>20</cx><cy>15</cy><w>10</w><h>4</h><angle>1.5707963</angle></robndbox></object>
-</annotation>"""
-
-
-def test_read_voc_float_boxes_rotated_boxes_and_extra_tags(tmp_path):
-    gray_image(tmp_path / "JPEGImages" / "a.jpg")
-    (tmp_path / "Annotations").mkdir()
-    (tmp_path / "Annotations" / "a.xml").write_text(VOC_XML)
-    [record] = read_voc(tmp_path)
-    assert record.image == str(tmp_path / "JPEGImages" / "a.jpg")
-    assert (record.width, record.height, record.pixel_spacing, record.scene) == (40, 30, 3.0, "inshore")
-    ship, boat = record.objects
-    assert ship == {"category": "ship", "box": [2.0, 3.5, 12.0, 9.0], "near_coast": True}
-    assert boat["category"] == "ship" and boat["box"] == pytest.approx([18, 10, 22, 20])  # turned 90 degrees
-    assert record.to_d2c()["objects"][1] == {"category": "ship", "box": boat["box"]}  # polygon left out
-
-
-SSDD_XML = """<annotation><filename>000002.jpg</filename><size><width>501</width><height>355</height></size>
-  <object><name>ship</name><rotated_bndbox>
-    <rotated_bbox_cx>235</rotated_bbox_cx><rotated_bbox_cy>160</rotated_bbox_cy>
-    <rotated_bbox_w>13</rotated_bbox_w><rotated_bbox_h>49</rotated_bbox_h>
-    <rotated_bbox_theta>85.03025817871094</rotated_bbox_theta>
-    <x1>210</x1><y1>155</y1><x2>260</x2><y2>151</y2><x3>261</x3><y3>165</y3><x4>211</x4><y4>169</y4>
-  </rotated_bndbox></object>
-  <object><name>ship</name><rotated_bndbox>
-    <rotated_bbox_cx>100</rotated_bbox_cx><rotated_bbox_cy>50</rotated_bbox_cy>
-    <rotated_bbox_w>40</rotated_bbox_w><rotated_bbox_h>10</rotated_bbox_h>
-    <rotated_bbox_theta>90</rotated_bbox_theta>
-  </rotated_bndbox></object>
-</annotation>"""
-
-
-def test_read_voc_ssdd_rotated_boxes(tmp_path):
-    """The official SSDD release: corners when given, else centre, size and theta in degrees."""
-    (tmp_path / "Annotations").mkdir()
-    (tmp_path / "Annotations" / "000002.xml").write_text(SSDD_XML)
-    [record] = read_voc(tmp_path)
-    cornered, turned = record.objects
-    assert cornered["box"] == [210, 151, 261, 169]  # the corners' extent
-    assert cornered["polygon"] == [210, 155, 260, 151, 261, 165, 211, 169]
-    assert turned["box"] == pytest.approx([95, 30, 105, 70])  # 40 x 10 turned 90 degrees: 10 wide, 40 high
-
-
-def test_read_coco_boxes_and_image_folder(tmp_path):
-    gray_image(tmp_path / "images" / "P1.png", 100, 80)
-    coco = {"images": [{"id": 7, "file_name": "P1.png", "width": 100, "height": 80}],
-            "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 5]}],
-            "categories": [{"id": 1, "name": "Ship"}]}
-    (tmp_path / "annotations.json").write_text(json.dumps(coco))
-    [record] = read_coco(tmp_path / "annotations.json")
-    assert record.image == str(tmp_path / "images" / "P1.png")
-    assert record.objects == [{"category": "ship", "box": [10.0, 20.0, 40.0, 25.0]}]  # [x, y, w, h] -> corners
-
-
-def test_coco_undeclared_categories_and_crowd_regions_are_not_counted(tmp_path):
-    gray_image(tmp_path / "images" / "P1.png", 100, 80)
-    ship = {"image_id": 7, "category_id": 1, "bbox": [10, 20, 30, 5]}
-    coco = {"images": [{"id": 7, "file_name": "P1.png"}], "categories": [{"id": 1, "name": "ship"}],
-            "annotations": [{**ship, "id": 1}, {**ship, "id": 2, "bbox": [50, 50, 10, 10]},
-                            {**ship, "id": 3, "category_id": 9},              # category 9 is not declared
-                            {**ship, "id": 4, "iscrowd": 1, "bbox": [0, 0, 90, 40]}]}  # many ships, one mask
-    (tmp_path / "annotations.json").write_text("\ufeff" + json.dumps(coco), encoding="utf-8")  # BOM too
-    stats = build_manifest([f"coco:{tmp_path / 'annotations.json'}"], tmp_path / "m.jsonl", verbose=False)
-    [entry] = read_manifest(tmp_path / "m.jsonl")
-    assert entry["counts"] == {"ship": 2}
-    assert all(re.search(r"\b(two|2) ships\b", c) for c in entry["captions"])
-    assert {kind: where for kind, where in stats["problems"]} == {
-        "undeclared COCO category dropped": f"{tmp_path / 'annotations.json'}: image P1.png, annotation 3: category_id 9",
-        "COCO crowd region not counted": f"{tmp_path / 'annotations.json'}: image P1.png, annotation 4"}
-
-
-def test_read_yolo_uses_the_class_list_and_the_image_header(tmp_path):
-    gray_image(tmp_path / "images" / "x.jpg", 200, 100)
-    (tmp_path / "labels").mkdir()
-    (tmp_path / "labels" / "x.txt").write_text("1 0.5 0.5 0.2 0.4\n0 0.1 0.1 0.1 0.1\n")
-    [record] = read_yolo(tmp_path, {"0": "ship", "1": "oil_tank"})
-    assert (record.width, record.height) == (200, 100)
-    assert record.objects == [{"category": "tank", "box": [80.0, 30.0, 120.0, 70.0]},
-                              {"category": "ship", "box": [10.0, 5.0, 30.0, 15.0]}]
-
-
-def test_images_named_the_windows_way_are_found(tmp_path):
-    """Sets made on Windows ship "A.JPG" beside labels that name "A" (YOLO) or "A.jpg" (VOC), and write
-    COCO paths with backslashes."""
-    gray_image(tmp_path / "images" / "A.JPG")
-    (tmp_path / "labels").mkdir()
-    (tmp_path / "labels" / "A.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    assert [r.image for r in read_yolo(tmp_path, {"0": "ship"})] == [str(tmp_path / "images" / "A.JPG")]
-    (tmp_path / "Annotations").mkdir()
-    ship = [voc_object("ship", [5, 5, 15, 15])]
-    (tmp_path / "Annotations" / "A.xml").write_text(synthetic.voc_xml("A.jpg", 40, 30, ship))
-    assert [r.image for r in read_voc(tmp_path)] == [str(tmp_path / "images" / "A.JPG")]
-    gray_image(tmp_path / "images" / "train" / "B.jpg")  # a COCO file written on Windows
-    (tmp_path / "b.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "train\\B.jpg"}], "categories": [{"id": 1, "name": "ship"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10]}]}))
-    assert [r.image for r in read_coco(tmp_path / "b.json")] == [str(tmp_path / "images" / "train" / "B.jpg")]
-
-
-def test_coco_paths_of_the_machine_that_wrote_the_file_find_the_images_here(tmp_path):
-    gray_image(tmp_path / "JPEGImages" / "P0001.jpg")
-    gray_image(tmp_path / "images" / "P0002.png")
-    gray_image(tmp_path / "images" / "val" / "P0003.jpg")
-    gray_image(tmp_path / "images" / "P0003.jpg")  # another image of that name: the longer ending decides
-    names = ["D:\\HRSID\\JPEGImages\\P0001.jpg", "/home/someone/HRSID/P0002.jpg", "C:\\HRSID\\val\\P0003.jpg",
-             "C:\\HRSID\\P0004.jpg", "train\\P0002.png"]
-    (tmp_path / "annotations").mkdir()
-    (tmp_path / "annotations" / "train.json").write_text(json.dumps({
-        "images": [{"id": i, "file_name": name} for i, name in enumerate(names)], "categories": [],
-        "annotations": []}))
-    found = [r.image for r in read_coco(tmp_path / "annotations" / "train.json")]
-    assert found[:3] == [str(tmp_path / p) for p in ("JPEGImages/P0001.jpg", "images/P0002.png", "images/val/P0003.jpg")]
-    assert not Path(found[3]).exists() and found[3].endswith("C:/HRSID/P0004.jpg")  # reported missing, as it is
-    assert not Path(found[4]).exists()  # a relative path is never shortened to another folder's image
-
-
-def test_read_yolo_rotated_boxes(tmp_path):
-    """Ultralytics' OBB labels: four corners in fractions of the image; the box is their extent."""
-    gray_image(tmp_path / "images" / "r.png", 200, 100)
-    (tmp_path / "labels").mkdir()
-    (tmp_path / "labels" / "r.txt").write_text("0 0.1 0.2 0.3 0.1 0.35 0.3 0.15 0.4\n0 0.1 0.2 0.3 0.1 0.35 0.3 0.15\n")
-    problems = []
-    assert read_yolo(tmp_path, {"0": "ship"}, problems) == []  # seven numbers are no polygon: the file is reported
-    assert problems[0][0] == "malformed annotation" and "r.txt" in problems[0][1]
-    (tmp_path / "labels" / "r.txt").write_text("0 0.1 0.2 0.3 0.1 0.35 0.3 0.15 0.4\n")
-    [record] = read_yolo(tmp_path, {"0": "ship"})
-    [ship] = record.objects
-    assert ship["box"] == pytest.approx([20.0, 10.0, 70.0, 40.0])
-    assert ship["polygon"] == pytest.approx([20.0, 20.0, 60.0, 10.0, 70.0, 30.0, 30.0, 40.0])
-
-
-def test_voc_in_chinese_encodings_reads_with_its_names(tmp_path):
-    """Chinese annotation tools save VOC XML in GBK or GB2312, which the XML parser alone refuses, and
-    a declaration may lie (UTF-8 bytes said to be GB2312 or Latin-1), name no known encoding, or be
-    missing: each file reads, with the image file it names found. A file cut off is still reported,
-    as malformed, not as an encoding problem."""
-    gray_image(tmp_path / "JPEGImages" / "舰船_1.jpg")
-    (tmp_path / "Annotations").mkdir()
-    body = ("<annotation><folder>舰船</folder><filename>舰船_1.jpg</filename><object><name>ship</name>"
-            "<bndbox><xmin>5</xmin><ymin>5</ymin><xmax>15</xmax><ymax>15</ymax></bndbox></object></annotation>")
-    files = {"gbk": ('<?xml version="1.0" encoding="GBK"?>\n' + body).encode("gbk"),
-             "lying": ('<?xml version="1.0" encoding="gb2312"?>\n' + body).encode("utf-8"),
-             "lying_latin1": ('<?xml version="1.0" encoding="ISO-8859-1"?>\n' + body).encode("utf-8"),
-             "unknown_name": ('<?xml version="1.0" encoding="no-such-code"?>\n' + body).encode("gbk"),
-             "undeclared": body.encode("gb2312"),
-             "utf16": ('<?xml version="1.0" encoding="utf-16"?>\n' + body).encode("utf-16")}
-    for name, raw in files.items():
-        (tmp_path / "Annotations" / f"{name}.xml").write_bytes(raw)
-    (tmp_path / "Annotations" / "cut.xml").write_bytes(files["gbk"][:-20])
-    problems = []
-    records = read_voc(tmp_path, problems=problems)
-    assert [r.image for r in records] == [str(tmp_path / "JPEGImages" / "舰船_1.jpg")] * len(files)
-    assert all(r.objects[0]["box"] == [5.0, 5.0, 15.0, 15.0] for r in records)
-    [(kind, where)] = problems
-    assert kind == "malformed annotation" and "cut.xml" in where and "multi-byte" not in where
-    for encoding in ("gbk", "utf-16"):  # a class list saved in GBK, or as Notepad's "Unicode"
-        (tmp_path / "classes.txt").write_bytes("0 舰船\n1 ship\n".encode(encoding))
-        assert data.read_class_list(tmp_path / "classes.txt") == {"0": "舰船", "1": "ship"}
-
-
-def test_read_dota_polygons_and_gsd(tmp_path):
-    gray_image(tmp_path / "images" / "r.png")
-    (tmp_path / "labelTxt").mkdir()
-    (tmp_path / "labelTxt" / "r.txt").write_text("imagesource:GF3\ngsd:0.5\n1 2 11 2 11 6 1 6 ship 0\n")
-    [record] = read_dota(tmp_path)
-    assert record.pixel_spacing == 0.5 and record.image == str(tmp_path / "images" / "r.png")
-    assert record.objects == [{"category": "ship", "box": [1.0, 2.0, 11.0, 6.0],
-                               "polygon": [1.0, 2.0, 11.0, 2.0, 11.0, 6.0, 1.0, 6.0]}]
 
 
 # ---- building a manifest from bad input ----------------------------------------------------------------
@@ -328,7 +123,7 @@ def test_chip_classes_keep_their_own_words(tmp_path):
         gray_image(tmp_path / "chips" / cls / "0.png")
     (tmp_path / "names.txt").write_text("Cargo cargo ship\n")
     build_manifest([f"chips:{tmp_path / 'chips'}:{tmp_path / 'names.txt'}"], tmp_path / "c.jsonl", verbose=False)
-    prompts = data.chip_class_phrases(tmp_path / "names.txt", ["Cargo", "Tanker"])  # what eval.py prompts with
+    prompts = annotations.chip_class_phrases(tmp_path / "names.txt", ["Cargo", "Tanker"])  # what eval.py prompts with
     for entry in read_manifest(tmp_path / "c.jsonl"):
         [(category, count)] = entry["counts"].items()
         assert category == prompts[Path(entry["image"]).parent.name].lower() and count == 1
@@ -468,7 +263,7 @@ def test_csv_custom_columns_and_a_missing_column(tmp_path):
 
 
 def test_chip_split_rule_holds_out_every_fifth_chip_of_a_class():
-    assert [i for i in range(12) if data.chip_is_held_out(i)] == [4, 9]  # eval.py's test chips
+    assert [i for i in range(12) if annotations.chip_is_held_out(i)] == [4, 9]  # eval.py's test chips
 
 
 def chip_folder(root, counts, size=64):
@@ -520,7 +315,7 @@ def test_csv_and_chips_mix_with_a_voc_source(tmp_path):
 # ---- real SAR data (../shared) -------------------------------------------------------------------------------
 
 def voc_counts(xml_path, classes):
-    """{category: count} read straight from a VOC file, independently of data.py's reader."""
+    """{category: count} read straight from a VOC file, independently of annotations.py's reader."""
     names = [classes.get(o.findtext("name"), o.findtext("name")) for o in ET.parse(xml_path).getroot().iter("object")]
     return dict(Counter(category_name(n) for n in names))
 
@@ -538,7 +333,7 @@ def test_real_mstar_scenes_counts_survive_into_the_manifest(shared, tmp_path):
     stats = build_manifest([f"voc:{root}:{root / 'classes.txt'}"], tmp_path / "m.jsonl", verbose=False)
     entries = read_manifest(tmp_path / "m.jsonl")
     assert len(entries) == 412 and stats["images"] == {"mstar_scenes": 412}
-    classes = data.read_class_list(root / "classes.txt")
+    classes = annotations.read_class_list(root / "classes.txt")
     for entry in entries:
         stem = entry["image"].split("/")[-1].split(".")[0]
         assert entry["counts"] == voc_counts(root / "Annotations" / f"{stem}.xml", classes)

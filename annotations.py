@@ -1,0 +1,526 @@
+"""SAR annotations as the public releases ship them, read into one Record type.
+
+Detection sets come in four formats: Pascal VOC (SSDD, AIR-SARShip, SAR-AIRcraft; axis-aligned or
+rotated boxes), COCO JSON (HRSID, SARDet-100K, SADD), YOLO text labels (boxes or rotated polygons)
+and DOTA text labels (SIVED, RSDD). Two more kinds of set become Records too: classification chips,
+one folder of images per class (MSTAR, FUSAR-Ship, OpenSARShip), and captioned image sets, a csv
+file of image paths and captions (SARCAP). Every class name is mapped to MMSAR's category names, so
+"boat", "vessel" and "cargo ship" all become "ship". Text is decoded however the release saved it
+(UTF-8, UTF-16, GBK): many of these sets were made with Chinese annotation tools.
+
+A reader never stops at a bad file: it notes (kind of problem, file and detail) in `problems` and
+goes on. data.py checks the Records against their images and writes them as an MMSAR manifest.
+"""
+import codecs
+import csv
+import json
+import math
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import d2c
+from rasters import SARDataError, image_size, is_mstar_file
+
+# ---- records and category names --------------------------------------------------------------------
+
+# One name per kind of target across all sets. Keys are matched lower-cased with spaces, "_" and "-"
+# removed ("Oil_Tank" = "oil tank"). "tank" is a storage tank (SARDet-100K); MSTAR's T62/T72 battle
+# tanks keep their own names. SAR-AIRcraft's aircraft types become "aircraft"; its class "other" needs
+# a class list line "other aircraft" (a bare "other" is too vague to map for every set). Ship types
+# are ships: SRSDD's rotated-box classes (Cell-Container, Container, ore-oil, LawCo, Dredger, Fishing)
+# and FUSAR-Ship's and OpenSARShip's (GeneralCargo, LawEnforce, Passenger, Dredging, ...).
+CATEGORY_NAMES = {
+    **dict.fromkeys(["ship", "boat", "vessel", "cargo", "cargo ship", "container ship", "tanker", "ferry",
+                     "bulk carrier", "fishing", "fishing boat", "passenger ship", "tug", "dredger", "warship",
+                     "other ship", "container", "cell container", "ore oil", "oil tanker", "lawco",
+                     "law enforcement", "law enforce", "general cargo", "passenger", "dredging"], "ship"),
+    **dict.fromkeys(["aircraft", "airplane", "aeroplane", "plane", "A220", "A320/321", "A330", "A350",
+                     "ARJ21", "Boeing737", "Boeing747", "Boeing787"], "aircraft"),
+    **dict.fromkeys(["tank", "oil tank", "storage tank"], "tank"),
+    **dict.fromkeys(["harbor", "harbour", "port"], "harbor"),
+    "bridge": "bridge",
+    **dict.fromkeys(["car", "vehicle", "small vehicle"], "car"),
+}
+KNOWN_CATEGORIES = set(CATEGORY_NAMES.values())
+
+
+def squash(name):
+    """A class name reduced for matching: lower case, no spaces, underscores or hyphens."""
+    return re.sub(r"[\s_\-]", "", name.lower())
+
+
+NAME_LOOKUP = {squash(key): value for key, value in CATEGORY_NAMES.items()}
+
+
+def category_name(raw, classes=None, merge=True):
+    """The MMSAR category of an annotation's class id or name: class list, then CATEGORY_NAMES.
+
+    A name in neither is kept, lower-cased unless it is a designation such as "T72" or "2S1" (a digit
+    or all capitals), which D2C writes as it is; build_manifest counts it as an unknown category.
+    merge=False skips CATEGORY_NAMES: a chip set's classes are what it teaches ("tanker" stays
+    "tanker", the word a zero-shot prompt uses, not MMSAR's "ship").
+    """
+    name = " ".join(str(raw).split())
+    name = (classes or {}).get(name, name)
+    merged = NAME_LOOKUP.get(squash(name)) if merge else None
+    return merged or (name if d2c.is_model_name(name) else name.lower())
+
+
+@dataclass
+class Record:
+    """One annotated SAR image: what every reader returns and D2C reads (through to_d2c)."""
+    image: str                      # path of the image file
+    width: int | None               # pixels; None until read off the image (build_manifest does)
+    height: int | None
+    objects: list = field(default_factory=list)  # {"category", "box": [x0, y0, x1, y1], "polygon"?, "near_coast"?}
+    source: str = ""                # the set's name when the user gave one ("HRSID=coco:..."), for captions
+    pixel_spacing: float | None = None  # metres per pixel, when the annotation says
+    scene: str | None = None        # "offshore", "inshore" or None
+    annotation: str = ""            # the annotation file it came from, for the build report
+    captions: list | None = None    # captions given with the image (a csv set): used as they are, no D2C
+    chip: bool = False              # a classification chip: one centred target whose size is unknown
+    split: str | None = None        # a split the set fixes (chips: eval.py's held-out rule), else hashed
+
+    def to_d2c(self):
+        """The plain dict d2c.captions reads (polygons left out)."""
+        objects = [{k: v for k, v in obj.items() if k != "polygon"} for obj in self.objects]
+        return {"width": self.width, "height": self.height, "objects": objects, "source": self.source or None,
+                "pixel_spacing": self.pixel_spacing, "scene": self.scene}
+
+
+def make_object(name, box, classes=None, polygon=None, near_coast=None):
+    """An object dict from raw annotation values (raises ValueError on a missing name or bad numbers)."""
+    if name is None or not str(name).strip():
+        raise ValueError("an object has no class name")
+    obj = {"category": category_name(name, classes), "box": [float(v) for v in box]}
+    if polygon:
+        obj["polygon"] = [float(v) for v in polygon]
+    if near_coast is not None:
+        obj["near_coast"] = str(near_coast).strip().lower() in ("1", "true", "yes")
+    return obj
+
+
+def polygon_box(polygon):
+    """The axis-aligned box [x0, y0, x1, y1] around a flat polygon [x1, y1, x2, y2, ...]."""
+    xs, ys = polygon[0::2], polygon[1::2]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def positive_or_none(text):
+    """A positive number from annotation text ("3.0"), else None ("null", "", "-1")."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def decode_text(raw, declared=None):
+    """A file's bytes as text. UTF-16 by its byte-order mark ("Unicode" in Windows Notepad); else
+    UTF-8 when they are valid UTF-8 (a byte-order mark dropped); else the encoding the file declares;
+    else GB18030, the superset of the GBK and GB2312 that Chinese annotation tools save in. Valid
+    UTF-8 goes before a declaration because declarations lie (UTF-8 files that say "gb2312"), and
+    other text is almost never valid UTF-8 by chance. Undeclared text in a Western 8-bit code page
+    is misread in its accented letters; the build report then shows them in names it cannot match.
+    Raises UnicodeDecodeError (a ValueError) when not even GB18030 fits."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    encodings = ["utf-8-sig", declared] if declared else ["utf-8-sig"]
+    for encoding in encodings:
+        try:
+            return raw.decode(encoding)
+        except (LookupError, UnicodeDecodeError):  # LookupError: a declared encoding Python lacks
+            continue
+    return raw.decode("gb18030")
+
+
+def read_text(path):
+    """A text file's contents, in whatever encoding decode_text finds."""
+    return decode_text(Path(path).read_bytes())
+
+
+XML_ENCODING = re.compile(rb'(?:\xef\xbb\xbf)?<\?xml[^>]*?encoding\s*=\s*["\']([\w.:-]+)["\']')
+
+
+def parse_xml(path):
+    """The root element of an XML file as releases ship it, decoded by decode_text with the encoding
+    its declaration names. Not by the XML parser: it refuses multi-byte declarations such as GBK and
+    GB2312, and believes a declaration that lies. Raises ET.ParseError (malformed, e.g. cut off) or
+    UnicodeDecodeError."""
+    raw = Path(path).read_bytes()
+    declared = XML_ENCODING.match(raw)
+    return ET.fromstring(decode_text(raw, declared and declared.group(1).decode("ascii")))
+
+
+def is_bare_number(name):
+    """True for a class that is only a number ("3", "07", "2.0"): an id nobody named."""
+    return re.fullmatch(r"\d+(\.\d*)?", str(name).strip()) is not None
+
+
+def read_class_list(path):
+    """{name as in the annotations: class name} from lines "0 2S1" or "other aircraft"; a line
+    holding one name only (YOLO's obj.names) gets its line number as id."""
+    names = {}
+    for number, line in enumerate(read_text(path).splitlines()):
+        parts = line.split(maxsplit=1)
+        if len(parts) == 2:
+            names[parts[0]] = parts[1].strip()
+        elif parts:
+            names[str(number)] = parts[0]
+    return names
+
+
+# ---- annotation readers: VOC, COCO, YOLO, DOTA -> Records -------------------------------------------
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+IMAGE_FOLDERS = ("JPEGImages", "images", "")  # where detection releases put images, relative to a root
+
+
+def find_image(roots, name, other_machine=False):
+    """The image called name (any image extension, in lower or upper case: releases made on Windows
+    ship "P0001.JPG" and name it "P0001.jpg") in a root or its JPEGImages/ or images/ folder. A
+    Windows path separator in name ("train\\P0001.jpg" in a COCO file) is read as a folder.
+
+    other_machine: name may be an absolute path on the machine that wrote the annotation file (COCO
+    files made by conversion scripts: "D:\\HRSID\\images\\val\\P0001.jpg", "/home/me/HRSID/P0001.jpg").
+    When it is not here, its last three, two, then one components are looked for in the same folders
+    ("images/val/P0001.jpg", "val/P0001.jpg", "P0001.jpg"): the longest ending that exists decides.
+    A relative path is never shortened: "val/P0001.jpg" must not become another folder's P0001.jpg.
+    Falls back to where VOC expects it; build_manifest then reports it missing.
+    """
+    name = Path(str(name).replace("\\", "/"))
+    elsewhere = other_machine and (name.is_absolute() or re.match(r"[A-Za-z]:/", str(name)))
+    endings = [Path(*name.parts[-k:]) for k in (3, 2, 1) if k < len(name.parts)] if elsewhere else []
+    for wanted in [name, *endings]:
+        base = wanted.with_suffix("") if wanted.suffix.lower() in IMAGE_EXTENSIONS else wanted
+        names = [wanted] + [base.parent / (base.name + e) for ext in IMAGE_EXTENSIONS for e in (ext, ext.upper())]
+        for candidate in (Path(root) / folder / n for root in roots for folder in IMAGE_FOLDERS for n in names):
+            if candidate.is_file():
+                return candidate
+    return Path(roots[0]) / IMAGE_FOLDERS[0] / name
+
+
+def rotated_corners(cx, cy, w, h, angle):
+    """The four corners [x1, y1, ..., x4, y4] of a w x h box centred at (cx, cy), its w side turned
+    angle radians from the x axis (clockwise on screen, since y points down)."""
+    c, s = math.cos(angle), math.sin(angle)
+    return [v for u, t in ((-w, -h), (w, -h), (w, h), (-w, h)) for v in (cx + (u * c - t * s) / 2, cy + (u * s + t * c) / 2)]
+
+
+def numbers(node, keys):
+    """The float values of node's child tags keys; ValueError naming the first one missing."""
+    texts = [node.findtext(k) for k in keys]
+    if None in texts:
+        raise ValueError(f"<{node.tag}> has no <{keys[texts.index(None)]}>")
+    return [float(t) for t in texts]
+
+
+CORNER_KEYS = ("x1", "y1", "x2", "y2", "x3", "y3", "x4", "y4")
+
+
+def voc_box(obj):
+    """([x0, y0, x1, y1], polygon or None) of a VOC <object>; the box is the polygon's extent.
+
+    - <bndbox>: xmin ymin xmax ymax (some releases write floats: "12.0").
+    - <rotated_bndbox>, the official SSDD release: the corners x1 y1 ... x4 y4 when present, else
+      rotated_bbox_cx/cy/w/h and rotated_bbox_theta in DEGREES (w turned theta from the x axis).
+    - <robndbox>, roLabelImg (also used for HRSC2016-style sets): cx cy w h and angle in RADIANS.
+    - <polygon>: x1 y1 ... x4 y4.
+    """
+    if (box := obj.find("bndbox")) is not None:
+        return numbers(box, ("xmin", "ymin", "xmax", "ymax")), None
+    if (rbox := obj.find("rotated_bndbox")) is not None:
+        if all(rbox.find(k) is not None for k in CORNER_KEYS):
+            polygon = numbers(rbox, CORNER_KEYS)
+        else:
+            cx, cy, w, h, theta = numbers(rbox, [f"rotated_bbox_{k}" for k in ("cx", "cy", "w", "h", "theta")])
+            polygon = rotated_corners(cx, cy, w, h, math.radians(theta))
+    elif (rbox := obj.find("robndbox")) is not None:
+        polygon = rotated_corners(*numbers(rbox, ("cx", "cy", "w", "h", "angle")))
+    elif (poly := obj.find("polygon")) is not None:
+        polygon = numbers(poly, CORNER_KEYS)
+    else:
+        raise ValueError("an object has no <bndbox>, <rotated_bndbox>, <robndbox> or <polygon>")
+    return polygon_box(polygon), polygon
+
+
+def parse_voc(path, folder, classes=None):
+    """One Pascal VOC XML file as a Record (raises on anything malformed, so the file is skipped whole)."""
+    root = parse_xml(path)
+    objects = []
+    for obj in root.iter("object"):
+        box, polygon = voc_box(obj)
+        objects.append(make_object(obj.findtext("name"), box, classes, polygon, obj.findtext("near_coast")))
+    size = root.find("size")
+    width, height = (int(float(size.findtext(k) or 0)) or None if size is not None else None
+                     for k in ("width", "height"))
+    scene = root.findtext("scene")
+    return Record(str(find_image([folder], root.findtext("filename") or path.stem)), width, height, objects,
+                  pixel_spacing=positive_or_none(root.findtext("pixel_spacing")),
+                  scene=scene if scene in ("offshore", "inshore") else None, annotation=str(path))
+
+
+def read_voc(folder, classes=None, problems=None):
+    """Pascal VOC (SSDD, HRSID, AIR-SARShip, SAR-AIRcraft): folder/Annotations/*.xml, images in JPEGImages/.
+
+    Boxes may be axis-aligned or rotated (voc_box lists the conventions). Also reads sarclip's extra tags <pixel_spacing> (metres/pixel), <scene> and per object <near_coast>.
+    """
+    folder, problems = Path(folder), [] if problems is None else problems
+    records = []
+    for path in sorted((folder / "Annotations").glob("*.xml")) or sorted(folder.glob("*.xml")):
+        try:
+            records.append(parse_voc(path, folder, classes))
+        except (ET.ParseError, TypeError, ValueError, OSError) as error:
+            problems.append(("malformed annotation", f"{path}: {error}"))
+    return records
+
+
+def read_coco(path, classes=None, problems=None):
+    """COCO JSON (HRSID, SARDet-100K, SADD): [x, y, w, h] boxes; images beside the JSON or one folder up.
+
+    An annotation whose category_id is not among the declared categories is dropped, and a crowd
+    region (iscrowd: 1, many objects under one mask) is not counted as an object: both are reported.
+    """
+    path, problems = Path(path), [] if problems is None else problems
+    try:
+        data = json.loads(read_text(path))
+        names = {c["id"]: c["name"] for c in data.get("categories", [])}
+        per_image = {}
+        for ann in data.get("annotations", []):
+            per_image.setdefault(ann["image_id"], []).append(ann)
+        images = list(data["images"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        problems.append(("malformed annotation", f"{path}: {error}"))
+        return []
+    records = []
+    for info in images:
+        try:
+            objects = []
+            for ann in per_image.get(info["id"], []):
+                where = f"{path}: image {info['file_name']}, annotation {ann.get('id')}"
+                if ann["category_id"] not in names:
+                    problems.append(("undeclared COCO category dropped", f"{where}: category_id {ann['category_id']}"))
+                elif ann.get("iscrowd"):
+                    problems.append(("COCO crowd region not counted", where))
+                else:
+                    x, y, w, h = ann["bbox"]
+                    segmentation = ann.get("segmentation")
+                    polygon = segmentation[0] if isinstance(segmentation, list) and segmentation else None
+                    objects.append(make_object(names[ann["category_id"]], [x, y, x + w, y + h], classes, polygon))
+            image = find_image([path.parent, path.parent.parent], info["file_name"], other_machine=True)
+            records.append(Record(str(image), info.get("width"), info.get("height"), objects, annotation=str(path)))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            problems.append(("malformed annotation", f"{path}: image {info!r:.80}: {error}"))
+    return records
+
+
+def label_files(folder, subfolder):
+    """The .txt label files of a YOLO or DOTA set: in folder/<subfolder>/ if present, else in folder."""
+    labels = folder / subfolder if (folder / subfolder).is_dir() else folder
+    return labels, [p for p in sorted(labels.rglob("*.txt")) if p.name != "classes.txt"]
+
+
+def read_yolo(folder, classes=None, problems=None):
+    """YOLO: a labels/*.txt per image, lines "class cx cy w h" in fractions of the image size, or
+    "class x1 y1 x2 y2 x3 y3 x4 y4", Ultralytics' rotated boxes (any longer polygon, as its segment
+    labels write, is read the same way), also in fractions; the box is the polygon's extent. (Pose
+    labels, a box and keypoints, are no detection format: their lines would read as polygons.)
+
+    The image size comes from the image itself (image_size).
+    """
+    folder, problems = Path(folder), [] if problems is None else problems
+    labels, paths = label_files(folder, "labels")
+    records = []
+    for path in paths:
+        image = find_image([folder], path.relative_to(labels).with_suffix(""))
+        if not image.is_file():
+            problems.append(("missing image", f"{path}: no image {image}"))
+            continue
+        try:
+            width, height = image_size(image)
+        except SARDataError as error:
+            problems.append(("corrupt image", f"{path}: {error}"))
+            continue
+        try:
+            objects = []
+            for line in read_text(path).splitlines():
+                if not (parts := line.split()):
+                    continue
+                values = [float(v) * (width if i % 2 == 0 else height) for i, v in enumerate(parts[1:])]
+                if len(values) == 4:
+                    cx, cy, w, h = values
+                    objects.append(make_object(parts[0], [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], classes))
+                elif len(values) >= 6 and len(values) % 2 == 0:  # corners x1 y1 x2 y2 ...
+                    objects.append(make_object(parts[0], polygon_box(values), classes, values))
+                else:
+                    raise ValueError(f"line {line!r}: expected 'class cx cy w h' or a polygon 'class x1 y1 x2 y2 x3 y3 ...'")
+        except (ValueError, OSError) as error:
+            problems.append(("malformed annotation", f"{path}: {error}"))
+            continue
+        records.append(Record(str(image), width, height, objects, annotation=str(path)))
+    return records
+
+
+def read_dota(folder, classes=None, problems=None):
+    """DOTA-style (RSDD, SIVED): labelTxt/*.txt, lines "x1 y1 ... x4 y4 class [difficult]".
+
+    Header lines "imagesource:..." are skipped; "gsd:0.5" is the pixel spacing in metres.
+    """
+    folder, problems = Path(folder), [] if problems is None else problems
+    labels, paths = label_files(folder, "labelTxt")
+    records = []
+    for path in paths:
+        try:
+            spacing, objects = None, []
+            for line in read_text(path).splitlines():
+                key, colon, value = line.partition(":")
+                if colon:  # a header line
+                    spacing = positive_or_none(value) if key.strip().lower() == "gsd" else spacing
+                elif parts := line.split():
+                    if len(parts) < 9:
+                        raise ValueError(f"line {line!r}: expected 'x1 y1 x2 y2 x3 y3 x4 y4 class'")
+                    polygon = [float(v) for v in parts[:8]]
+                    objects.append(make_object(parts[8], polygon_box(polygon), classes, polygon))
+        except (ValueError, OSError) as error:
+            problems.append(("malformed annotation", f"{path}: {error}"))
+            continue
+        image = find_image([folder], path.relative_to(labels).with_suffix(""))
+        records.append(Record(str(image), None, None, objects, pixel_spacing=spacing, annotation=str(path)))
+    return records
+
+
+READERS = {"voc": read_voc, "coco": read_coco, "yolo": read_yolo, "dota": read_dota}
+
+
+# ---- classification chips: one folder of images per class ---------------------------------------------
+
+HOLD_OUT_EVERY = 5  # every 5th chip of a class, in file-name order, is held out: eval.py tests on these
+
+
+def chip_files(class_folder):
+    """The images of one class folder, in the order the held-out rule counts them: sorted paths of any
+    image extension, and MSTAR's own files (HB03333.015: a number for extension, a Phoenix header
+    inside), sub-folders included (eval.py's read_chip_folder reads the same list)."""
+    return sorted(p for p in Path(class_folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS or is_mstar_file(p))
+
+
+def chip_is_held_out(position, every=HOLD_OUT_EVERY):
+    """True for the chips a model must not train on: positions 4, 9, 14, ... (0-based) in chip_files,
+    every `every`-th chip of its class. One rule for data.py's "test" split and eval.py's test set."""
+    return (position + 1) % every == 0
+
+
+def chip_class_phrases(path, folders, problems=None):
+    """{folder: phrase} from a names file of lines "folder phrase" ("T72 T72 tank"), path None for none.
+
+    A folder not named there is its own phrase, underscores read as spaces ("Fishing_Boat" -> "Fishing
+    Boat"): the rule of eval.py's read_class_names, so captions use a zero-shot prompt's words. A name
+    with no folder is reported in problems.
+    """
+    phrases = {}
+    for line in read_text(path).splitlines() if path else []:
+        folder, _, phrase = line.strip().partition(" ")
+        if folder:
+            phrases[folder] = phrase.strip() or folder
+    for unknown in sorted(set(phrases) - set(folders)):
+        (problems if problems is not None else []).append(("class name with no folder (ignored)", f"{path}: {unknown}"))
+    return {folder: phrases.get(folder, folder.replace("_", " ")) for folder in folders}
+
+
+def chip_object(phrase, width, height):
+    """A chip's one object: the class phrase's category, its box the chip's middle half, size unknown.
+
+    Chip sets centre the target (MSTAR, FUSAR-Ship, OpenSARShip), but its extent is unknown: a target
+    may fill the chip or a tenth of it. The middle half [W/4, H/4, 3W/4, 3H/4] puts the centre where
+    it is known to be (D2C says "at the centre", true), and a crop of it keeps the target's core;
+    size_known False stops D2C from calling it "large" or giving it a length the box does not measure.
+    """
+    box = [width / 4, height / 4, 3 * width / 4, 3 * height / 4]
+    return {"category": category_name(phrase, merge=False), "box": box, "size_known": False}
+
+
+def read_chips(folder, names=None, problems=None):
+    """A folder-per-class chip set (MSTAR, FUSAR-Ship, OpenSARShip): one Record per chip, one object each.
+
+    names: the optional "folder phrase" file (chip_class_phrases). The split is fixed by the set:
+    chip_is_held_out chips are "test", the rest "train", counted over chip_files so that a chip that
+    fails to read does not shift the others. Raises SARDataError when folder has no class folders.
+    """
+    folder, problems = Path(folder), [] if problems is None else problems
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not classes:
+        raise SARDataError(f"{folder}: no class folders (a chips source is one sub-folder of images per class)")
+    records = []
+    for folder_name, phrase in chip_class_phrases(names, classes, problems).items():
+        if not (paths := chip_files(folder / folder_name)):
+            problems.append(("class folder has no images", str(folder / folder_name)))
+        for position, path in enumerate(paths):
+            try:
+                width, height = image_size(path)
+            except SARDataError as error:
+                problems.append(("corrupt image", str(error)))
+                continue
+            records.append(Record(str(path), width, height, [chip_object(phrase, width, height)], chip=True,
+                                  split="test" if chip_is_held_out(position) else "train", annotation=str(path)))
+    return records
+
+
+# ---- captioned image sets: a csv file of image paths and captions -----------------------------------
+
+CSV_COLUMNS = ("filepath", "title")  # open_clip's defaults (--csv-img-key, --csv-caption-key)
+
+
+def csv_delimiter(header_line):
+    """Tab when the header line holds one (open_clip's default separator), else comma."""
+    return "\t" if "\t" in header_line else ","
+
+
+def csv_rows(path, columns):
+    """(line number, image text, caption text) of each data row of a csv file with a header row.
+
+    Raises SARDataError naming the file when it cannot be read or lacks a column (and lists those found).
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=csv_delimiter(f.readline()))
+            f.seek(0)
+            header = [name.strip() for name in next(reader, [])]
+            if missing := [c for c in columns if c not in header]:
+                raise SARDataError(f"{path}: no column {' or '.join(map(repr, missing))}; columns found: "
+                                   f"{', '.join(map(repr, header)) or 'none'} (give them as csv:FILE:IMAGE:CAPTION)")
+            image_at, caption_at = (header.index(c) for c in columns)
+            for row in reader:
+                if row:  # a blank line is no row
+                    row += [""] * (len(header) - len(row))  # a short row: its missing cells are empty
+                    yield reader.line_num, row[image_at].strip(), row[caption_at].strip()
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise SARDataError(f"cannot read caption file {path}: {error}") from error
+
+
+def read_csv(path, columns=CSV_COLUMNS, problems=None):
+    """A captioned image set (open_clip's csv: SARCAP, SARVLM-1M): one Record per image, its captions given.
+
+    Comma- or tab-separated (csv_delimiter), UTF-8 with or without a byte-order mark, a header row
+    naming the columns (default "filepath" and "title"). Image paths are relative to the file's folder,
+    or absolute. Every row of one image adds a caption to it (file order, duplicates dropped). A row
+    whose image is missing or whose caption is empty is reported in problems with its line and skipped.
+    """
+    path, problems = Path(path), [] if problems is None else problems
+    captions, first_line, exists = {}, {}, {}  # by image path, in the file's order
+    for line, image_text, caption in csv_rows(path, columns):
+        image = Path(os.path.normpath(path.parent / image_text)) if image_text else None
+        if image is not None and image not in exists:  # one look at the disk per image, not per caption
+            exists[image] = image.is_file()
+        if image is None or not exists[image]:
+            problems.append(("missing image", f"{path}, line {line}: {image or 'no image path'}"))
+        elif not caption:
+            problems.append(("empty caption", f"{path}, line {line}"))
+        else:
+            first_line.setdefault(image, line)
+            if caption not in (found := captions.setdefault(image, [])):
+                found.append(caption)
+    return [Record(str(image), None, None, [], captions=found, annotation=f"{path}, line {first_line[image]}")
+            for image, found in captions.items()]
