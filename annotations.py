@@ -6,7 +6,9 @@ and DOTA text labels (SIVED, RSDD). Two more kinds of set become Records too: cl
 one folder of images per class (MSTAR, FUSAR-Ship, OpenSARShip), and captioned image sets, a csv
 file of image paths and captions (SARCAP). Every class name is mapped to MMSAR's category names, so
 "boat", "vessel" and "cargo ship" all become "ship". Text is decoded however the release saved it
-(UTF-8, UTF-16, GBK): many of these sets were made with Chinese annotation tools.
+(UTF-8, UTF-16, GBK): many of these sets were made with Chinese annotation tools. A release's own
+split travels with each Record (SSDD's Annotations_train/ and Annotations_test/, the VOC devkit's
+ImageSets lists, the train/ val/ test/ folders of YOLO and DOTA sets); data.py hashes the rest.
 
 A reader never stops at a bad file: it notes (kind of problem, file and detail) in `problems` and
 goes on. data.py checks the Records against their images and writes them as an MMSAR manifest.
@@ -247,8 +249,9 @@ def voc_box(obj):
     return polygon_box(polygon), polygon
 
 
-def parse_voc(path, folder, classes=None):
-    """One Pascal VOC XML file as a Record (raises on anything malformed, so the file is skipped whole)."""
+def parse_voc(path, image_roots, classes=None):
+    """One Pascal VOC XML file as a Record, its image looked for under image_roots in order (raises on
+    anything malformed, so the file is skipped whole)."""
     root = parse_xml(path)
     objects = []
     for obj in root.iter("object"):
@@ -258,23 +261,88 @@ def parse_voc(path, folder, classes=None):
     width, height = (int(float(size.findtext(k) or 0)) or None if size is not None else None
                      for k in ("width", "height"))
     scene = root.findtext("scene")
-    return Record(str(find_image([folder], root.findtext("filename") or path.stem)), width, height, objects,
+    return Record(str(find_image(image_roots, root.findtext("filename") or path.stem)), width, height, objects,
                   pixel_spacing=positive_or_none(root.findtext("pixel_spacing")),
                   scene=scene if scene in ("offshore", "inshore") else None, annotation=str(path))
 
 
-def read_voc(folder, classes=None, problems=None):
-    """Pascal VOC (SSDD, HRSID, AIR-SARShip, SAR-AIRcraft): folder/Annotations/*.xml, images in JPEGImages/.
+SPLITS = ("train", "val", "test")
 
-    Boxes may be axis-aligned or rotated (voc_box lists the conventions). Also reads sarclip's extra tags <pixel_spacing> (metres/pixel), <scene> and per object <near_coast>.
+
+def voc_annotation_files(folder):
+    """[(XML path, the release's split or None)] of a VOC folder, in one of three layouts:
+
+    - folder/Annotations/*.xml, images in folder/JPEGImages/ (the VOC devkit's layout);
+    - folder/Annotations_train/, Annotations_val/, Annotations_test/: one folder per split, as the
+      official SSDD release ships them (its Annotations_test_inshore/ and _offshore/ are subsets of
+      the test split, not read again; its Annotations/, when present, is the union: not read either);
+    - folder itself holding the XML files (pointed at "Annotations_test/": that split).
+    """
+    per_split = [(folder / f"Annotations_{split}", split) for split in SPLITS]
+    if any(path.is_dir() for path, _ in per_split):
+        return [(xml, split) for path, split in per_split for xml in sorted(path.glob("*.xml"))]
+    own = re.fullmatch(r"Annotations_(train|val|test)", folder.name)
+    files = sorted((folder / "Annotations").glob("*.xml")) or sorted(folder.glob("*.xml"))
+    return [(xml, own and own[1]) for xml in files]
+
+
+def voc_split_lists(folder, problems):
+    """({image id: split}, {image id: "inshore" or "offshore"}) from the release's own lists.
+
+    Split lists: folder/ImageSets/Main/{train,val,test}.txt (the VOC devkit's, one image id per line;
+    trainval.txt stands for train when neither train.txt nor val.txt exists). An id listed in two
+    splits is reported and held out (test before val before train): a test image is never trained on.
+    Scene lists: the official SSDD release names its inshore and offshore test scenes in
+    ImageSets/Main/test_inshore.txt and test_offshore.txt, or in Annotations_test_inshore/ and
+    Annotations_test_offshore/; D2C can then say "inshore".
+    """
+    lists = folder / "ImageSets" / "Main"
+
+    def ids(path):
+        return [line.split()[0] for line in read_text(path).splitlines() if line.strip()] if path.is_file() else []
+
+    named = {split: lists / f"{split}.txt" for split in SPLITS}
+    if not named["train"].is_file() and not named["val"].is_file():
+        named["train"] = lists / "trainval.txt"
+    splits = {}
+    for split in ("test", "val", "train"):
+        for image_id in ids(named[split]):
+            if splits.setdefault(image_id, split) != split:
+                problems.append(("listed in two splits", f"{lists}: {image_id} in {splits[image_id]} and {split}; "
+                                 f"kept in {splits[image_id]}"))
+    scenes = {}
+    for scene in ("inshore", "offshore"):
+        for image_id in ids(lists / f"test_{scene}.txt"):
+            scenes[image_id] = scene
+        for xml in (folder / f"Annotations_test_{scene}").glob("*.xml"):
+            scenes[xml.stem] = scene
+    return splits, scenes
+
+
+def read_voc(folder, classes=None, problems=None):
+    """Pascal VOC (SSDD, HRSID, AIR-SARShip, SAR-AIRcraft): XML files in one of voc_annotation_files'
+    layouts, images in JPEGImages/ (or JPEGImages_test/ ... beside Annotations_test/).
+
+    Boxes may be axis-aligned or rotated (voc_box lists the conventions). The release's own split
+    (its Annotations_<split>/ folders, else ImageSets/Main lists, see voc_split_lists) becomes each
+    Record's split; images it does not place are split by the project's hash. Also reads sarclip's
+    extra tags <pixel_spacing> (metres/pixel), <scene> and per object <near_coast>.
     """
     folder, problems = Path(folder), [] if problems is None else problems
+    listed_splits, listed_scenes = voc_split_lists(folder, problems)
     records = []
-    for path in sorted((folder / "Annotations").glob("*.xml")) or sorted(folder.glob("*.xml")):
+    for path, split in voc_annotation_files(folder):
+        roots, xml_folder = [folder], path.parent
+        if xml_folder.name.startswith("Annotations"):  # images beside it: JPEGImages_test/ or JPEGImages/
+            roots += [xml_folder.parent / f"JPEGImages_{split}"] * bool(split) + [xml_folder.parent]
         try:
-            records.append(parse_voc(path, folder, classes))
+            record = parse_voc(path, roots, classes)
         except (ET.ParseError, TypeError, ValueError, OSError) as error:
             problems.append(("malformed annotation", f"{path}: {error}"))
+            continue
+        record.split = split or listed_splits.get(path.stem)
+        record.scene = record.scene or listed_scenes.get(path.stem)
+        records.append(record)
     return records
 
 
@@ -320,7 +388,27 @@ def read_coco(path, classes=None, problems=None):
 def label_files(folder, subfolder):
     """The .txt label files of a YOLO or DOTA set: in folder/<subfolder>/ if present, else in folder."""
     labels = folder / subfolder if (folder / subfolder).is_dir() else folder
-    return labels, [p for p in sorted(labels.rglob("*.txt")) if p.name != "classes.txt"]
+    return [p for p in sorted(labels.rglob("*.txt")) if p.name != "classes.txt"]
+
+
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "test": "test"}  # Roboflow writes "valid"
+
+
+def labelled_image(folder, path, subfolder):
+    """(image, split or None) of a YOLO or DOTA label file below folder.
+
+    The image: the label's path with its last `subfolder` folder read as images/ (Ultralytics' rule:
+    labels/train/x.txt -> images/train/x.jpg; Roboflow's train/labels/x.txt -> train/images/x.jpg;
+    DOTA's train/labelTxt/x.txt -> train/images/x.png); a label file in no such folder (a flat set,
+    images and labels side by side) is looked for by its own path. The split: the release's own, from
+    a train/, val/, valid/ or test/ folder on that path.
+    """
+    parts = path.relative_to(folder).with_suffix("").parts
+    split = next((SPLIT_FOLDERS[part] for part in parts[:-1] if part in SPLIT_FOLDERS), None)
+    if subfolder not in parts[:-1]:
+        return find_image([folder], Path(*parts)), split
+    last = len(parts) - 2 - parts[-2::-1].index(subfolder)
+    return find_image([folder / Path(*parts[:last])], Path(*parts[last + 1:])), split
 
 
 def read_yolo(folder, classes=None, problems=None):
@@ -332,10 +420,9 @@ def read_yolo(folder, classes=None, problems=None):
     The image size comes from the image itself (image_size).
     """
     folder, problems = Path(folder), [] if problems is None else problems
-    labels, paths = label_files(folder, "labels")
     records = []
-    for path in paths:
-        image = find_image([folder], path.relative_to(labels).with_suffix(""))
+    for path in label_files(folder, "labels"):
+        image, split = labelled_image(folder, path, "labels")
         if not image.is_file():
             problems.append(("missing image", f"{path}: no image {image}"))
             continue
@@ -360,7 +447,7 @@ def read_yolo(folder, classes=None, problems=None):
         except (ValueError, OSError) as error:
             problems.append(("malformed annotation", f"{path}: {error}"))
             continue
-        records.append(Record(str(image), width, height, objects, annotation=str(path)))
+        records.append(Record(str(image), width, height, objects, annotation=str(path), split=split))
     return records
 
 
@@ -370,9 +457,8 @@ def read_dota(folder, classes=None, problems=None):
     Header lines "imagesource:..." are skipped; "gsd:0.5" is the pixel spacing in metres.
     """
     folder, problems = Path(folder), [] if problems is None else problems
-    labels, paths = label_files(folder, "labelTxt")
     records = []
-    for path in paths:
+    for path in label_files(folder, "labelTxt"):
         try:
             spacing, objects = None, []
             for line in read_text(path).splitlines():
@@ -387,8 +473,8 @@ def read_dota(folder, classes=None, problems=None):
         except (ValueError, OSError) as error:
             problems.append(("malformed annotation", f"{path}: {error}"))
             continue
-        image = find_image([folder], path.relative_to(labels).with_suffix(""))
-        records.append(Record(str(image), None, None, objects, pixel_spacing=spacing, annotation=str(path)))
+        image, split = labelled_image(folder, path, "labelTxt")
+        records.append(Record(str(image), None, None, objects, pixel_spacing=spacing, annotation=str(path), split=split))
     return records
 
 

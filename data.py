@@ -2,7 +2,8 @@
 
 MMSAR is the union of SAR object-detection sets, each image captioned by D2C from its boxes. This file
 checks the Records that annotations.py reads from the releases (VOC, COCO, YOLO, DOTA, chips, csv)
-against their images and writes them as one manifest, split by a rule every build agrees on; it also
+against their images and writes them as one manifest, split as the release splits it (SSDD's official
+train and test) or else by a rule every build agrees on; it also
 makes SARCount from a manifest. dataset.py serves a manifest to training, and rasters.py reads the
 pixels (any TIFF sample type, MSTAR's own format, huge scenes bounded in memory). Two more kinds of
 set join the detection sets: classification chip sets (one target per chip, captioned by D2C in the
@@ -148,7 +149,7 @@ def manifest_entry(record, key, out_dir, n_captions=5, split=None, source=None):
 
     Captions: the record's own when it has them (a csv set, all of them), else n_captions by D2C.
     source: the set's label in the manifest (default record.source, the only name captions may use).
-    split: one split for every image, else the record's own (chips), else hashed from key."""
+    split: one split for every image, else the record's own (chips, a release's own split), else hashed from key."""
     image = Path(record.image).resolve()
     objects = record.objects
     captions = record.captions or d2c.captions(record.to_d2c(), n=n_captions, seed=stable_hash(key))

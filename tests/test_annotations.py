@@ -54,6 +54,55 @@ VOC_XML = """<annotation><filename>a.jpg</filename><size><width>40</width><heigh
 </annotation>"""
 
 
+def official_ssdd(root, splits):
+    """The official SSDD release's VOC layout: one JPEGImages/, and per split an Annotations_<split>/;
+    splits {split: [image ids]}. Returns root."""
+    for split, ids in splits.items():
+        (root / f"Annotations_{split}").mkdir(parents=True)
+        for image_id in ids:
+            gray_image(root / "JPEGImages" / f"{image_id}.jpg")
+            xml = synthetic.voc_xml(f"{image_id}.jpg", 40, 30, [voc_object("ship", [5, 5, 15, 15])])
+            (root / f"Annotations_{split}" / f"{image_id}.xml").write_text(xml)
+    return root
+
+
+def test_read_voc_keeps_the_official_ssdd_split(tmp_path):
+    """Pointed at the release, each split folder's images keep its split (the inshore/offshore subsets
+    of the test split are not read twice, but say which test scenes are inshore); pointed at one
+    split's folder, its images are found beside it, in JPEGImages/ or that split's JPEGImages_test/."""
+    root = official_ssdd(tmp_path / "voc_style", {"train": ["000001", "000002"], "test": ["000003", "000004"],
+                                                   "test_inshore": ["000003"]})
+    records = read_voc(root)
+    assert [(Path(r.image).name, r.split, r.scene) for r in records] == [
+        ("000001.jpg", "train", None), ("000002.jpg", "train", None),
+        ("000003.jpg", "test", "inshore"), ("000004.jpg", "test", None)]
+    assert [(r.image, r.split) for r in read_voc(root / "Annotations_test")] == [
+        (str(root / "JPEGImages" / "000003.jpg"), "test"), (str(root / "JPEGImages" / "000004.jpg"), "test")]
+    (root / "JPEGImages").rename(root / "JPEGImages_test")
+    assert [r.image for r in read_voc(root / "Annotations_test")][0] == str(root / "JPEGImages_test" / "000003.jpg")
+
+
+def test_read_voc_keeps_imagesets_splits_and_holds_out_an_image_listed_twice(tmp_path):
+    """VOC devkit lists (ImageSets/Main/train.txt, test.txt) give the split; an image the lists do not
+    name keeps the project's hashed split (None here), and one listed in train and test is a test image."""
+    (tmp_path / "Annotations").mkdir()
+    for image_id in ("a", "b", "c", "d"):
+        gray_image(tmp_path / "JPEGImages" / f"{image_id}.jpg")
+        xml = synthetic.voc_xml(f"{image_id}.jpg", 40, 30, [voc_object("ship", [5, 5, 15, 15])])
+        (tmp_path / "Annotations" / f"{image_id}.xml").write_text(xml)
+    (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("a\nb\n")
+    (tmp_path / "ImageSets" / "Main" / "test.txt").write_text("b\nc\n\n")
+    problems = []
+    assert [(Path(r.image).stem, r.split) for r in read_voc(tmp_path, problems=problems)] == [
+        ("a", "train"), ("b", "test"), ("c", "test"), ("d", None)]
+    assert [kind for kind, _ in problems] == ["listed in two splits"] and "b in test and train" in problems[0][1]
+    stats = build_manifest([f"SSDD=voc:{tmp_path}"], tmp_path / "m.jsonl", verbose=False)
+    splits = {Path(e["image"]).stem: e["split"] for e in read_manifest(tmp_path / "m.jsonl")}
+    assert {k: splits[k] for k in "abc"} == {"a": "train", "b": "test", "c": "test"}
+    assert stats["problems"][0][0] == "listed in two splits"
+
+
 def test_read_voc_float_boxes_rotated_boxes_and_extra_tags(tmp_path):
     gray_image(tmp_path / "JPEGImages" / "a.jpg")
     (tmp_path / "Annotations").mkdir()
@@ -218,3 +267,25 @@ def test_read_dota_polygons_and_gsd(tmp_path):
     assert record.pixel_spacing == 0.5 and record.image == str(tmp_path / "images" / "r.png")
     assert record.objects == [{"category": "ship", "box": [1.0, 2.0, 11.0, 6.0],
                                "polygon": [1.0, 2.0, 11.0, 2.0, 11.0, 6.0, 1.0, 6.0]}]
+
+
+@pytest.mark.parametrize("image, label, split", [
+    ("images/train/a.jpg", "labels/train/a.txt", "train"),  # Ultralytics: images/ and labels/, a folder per split
+    ("valid/images/a.jpg", "valid/labels/a.txt", "val"),    # Roboflow's export: a folder per split, "valid" = val
+    ("test/a.jpg", "test/a.txt", "test"),                   # images and labels side by side
+    ("a.jpg", "a.txt", None),                               # no split folder: the project's hash decides
+])
+def test_yolo_and_dota_sets_find_their_images_and_keep_their_split(tmp_path, image, label, split):
+    """A label file's image is its path with the last labels/ (DOTA: labelTxt/) read as images/, and a
+    train/, val/, valid/ or test/ folder on the way is the release's own split."""
+    gray_image(tmp_path / "yolo" / image, 100, 100)
+    (tmp_path / "yolo" / label).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "yolo" / label).write_text("0 0.5 0.5 0.2 0.2\n")
+    [record] = read_yolo(tmp_path / "yolo", {"0": "ship"})
+    assert record.image == str(tmp_path / "yolo" / image) and record.objects[0]["box"] == [40.0, 40.0, 60.0, 60.0]
+    assert record.split == split
+    gray_image(tmp_path / "dota" / "train" / "images" / "r.png")  # DOTA's own layout
+    (tmp_path / "dota" / "train" / "labelTxt").mkdir(parents=True)
+    (tmp_path / "dota" / "train" / "labelTxt" / "r.txt").write_text("1 2 11 2 11 6 1 6 ship 0\n")
+    [record] = read_dota(tmp_path / "dota")
+    assert (record.image, record.split) == (str(tmp_path / "dota" / "train" / "images" / "r.png"), "train")
