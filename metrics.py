@@ -3,8 +3,9 @@
 Retrieval recall at k with several right captions per image and its exact chance level; top-1, per-class
 and confusion for classification; counting's accuracy, within-one accuracy and mean absolute error with
 a uniform guess and the best constant count beside them; logistic regression on frozen features for
-the few-shot and linear-probe tasks. Every number is a percentage, except counting's mean absolute
-error, which is in objects. eval.py computes the features and calls these.
+the few-shot and linear-probe tasks; then the table and the plots eval.py shows them in. Every number
+is a percentage, except counting's mean absolute error, which is in objects. eval.py computes the
+features and calls these.
 """
 import math
 import sys
@@ -216,3 +217,130 @@ def linear_probe(train_features, train_labels, test_features, test_labels, weigh
     best = max(weight_decays, key=lambda wd: (scores[wd], wd))  # ties: the stronger regulariser
     top1 = logistic_accuracy(train_features, train_labels, test_features, test_labels, best)
     return {"top1": top1, "weight_decay": best, "validation": {str(wd): s for wd, s in scores.items()}}
+
+
+# ---- the table and plots eval.py shows the scores in ---------------------------------------------------
+
+def plot_confusion(confusion, class_names, path, title="zero-shot confusion", what="class"):
+    """A confusion matrix (of classes, or of counts), rows (the true one) normalised to percentages,
+    counts written in, the diagonal (right answers) dotted."""
+    import matplotlib.pyplot as plt
+    counts = torch.tensor(confusion, dtype=torch.float)
+    percent = 100 * counts / counts.sum(1, keepdim=True).clamp(min=1)
+    size = 1.5 + 0.45 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    shown = ax.imshow(percent.numpy(), cmap="Blues", vmin=0, vmax=100)
+    for (i, j), n in zip(torch.cartesian_prod(torch.arange(len(counts)), torch.arange(len(counts))).tolist(),
+                         counts.flatten().tolist()):
+        if n:
+            colour = "white" if percent[i, j] > 50 else "black"
+            ax.text(j, i, int(n), ha="center", va="center", fontsize=7, color=colour)
+    ax.plot([-0.5, len(counts) - 0.5], [-0.5, len(counts) - 0.5], color="gray", lw=0.8, ls=":")
+    lean = max(map(len, class_names)) > 2  # words lean to fit under their column; numbers stand
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45 if lean else 0, ha="right" if lean else "center")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set(xlabel=f"predicted {what}", ylabel=f"true {what}", title=f"{title} (colour: row %)")
+    fig.colorbar(shown, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_few_shot(curves, chance, path):
+    """Few-shot accuracy against k (mean and std over seeds), one line per model, chance dashed."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, few in curves.items():
+        ks = [int(k) for k, v in few.items() if v is not None]
+        ax.errorbar(ks, [few[str(k)]["mean"] for k in ks], yerr=[few[str(k)]["std"] for k in ks],
+                    marker="o", capsize=3, label=name)
+    if chance is not None:
+        ax.axhline(chance, linestyle="--", color="gray", label="chance")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(FEW_SHOT_KS, [str(k) for k in FEW_SHOT_KS])
+    ax.set(xlabel="labelled images per class (k)", ylabel="test accuracy (%)", title="few-shot classification")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+ROWS = [  # (task, metric, block in the results, key in the block)
+    ("retrieval", "image->text R@1", "retrieval", "i2t_r1"), ("", "image->text R@5", "retrieval", "i2t_r5"),
+    ("", "image->text R@10", "retrieval", "i2t_r10"), ("", "text->image R@1", "retrieval", "t2i_r1"),
+    ("", "text->image R@5", "retrieval", "t2i_r5"), ("", "text->image R@10", "retrieval", "t2i_r10"),
+    ("", "mean recall", "retrieval", "mean_recall"),
+    ("zero-shot", "top-1", "zero_shot", "top1"),
+    *[("few-shot" if k == 1 else "", f"{k}-shot top-1", "few_shot", str(k)) for k in FEW_SHOT_KS],
+    ("linear probe", "top-1", "linear_probe", "top1"),
+    ("counting", "accuracy", "counting", "accuracy"), ("", "within one", "counting", "within1"),
+    ("", "MAE (objects)", "counting", "mae"),
+]
+
+
+def chance_level(results, block, key):
+    """The chance level the table shows beside a metric, or None."""
+    if block == "retrieval" and key == "mean_recall":
+        return results.get("retrieval", {}).get("chance_mean_recall")
+    if block in ("zero_shot", "few_shot", "linear_probe"):  # one guess among the classes
+        return results.get("linear_probe", results.get("zero_shot", {})).get("chance")
+    if block == "counting":
+        return results.get("counting", {}).get(baseline_key("chance", key))
+    return None
+
+
+def constant_level(results, block, key):
+    """The score of the best single answer given to every test image (picked with the test labels), or None."""
+    if block in ("zero_shot", "few_shot", "linear_probe"):  # the commonest test class, for all three
+        return results.get("zero_shot", {}).get("majority")
+    if block == "counting":
+        return results.get("counting", {}).get(baseline_key("constant", key))
+    return None
+
+
+def cell(value, digits=1):
+    """A table cell: 12.3, or 45.6±1.2 for a few-shot mean and std, or '-' for nothing."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return f"{value['mean']:.{digits}f}±{value['std']:.{digits}f}"
+    return f"{value:.{digits}f}"
+
+
+def format_table(results):
+    """The evaluation table: one row per metric, one column per model, chance and the best constant at the right."""
+    names = list(results)
+    header = f"{'task':<13}{'metric':<18}" + "".join(f"{n:>12}" for n in names) + f"{'chance':>10}{'constant':>10}"
+    lines = [header, "-" * len(header)]
+    first = results[names[0]]
+    for task, metric, block, key in ROWS:
+        if not any(block in r for r in results.values()):
+            continue
+        values = [r.get(block, {}).get(key) for r in results.values()]
+        levels = [chance_level(first, block, key), constant_level(first, block, key)]
+        digits = 2 if key == "mae" else 1
+        lines.append(f"{task:<13}{metric:<18}" + "".join(f"{cell(v, digits):>12}" for v in values)
+                     + "".join(f"{'' if v is None else cell(v, digits):>10}" for v in levels))
+    lines.append("chance: a random ranking (retrieval), a uniform guess among the classes or from 1-10 (counting)")
+    lines.append("constant: the one answer for every image that scores best, picked with the test labels: the")
+    lines.append("          commonest class; in counting the commonest count (accuracy), a median count (MAE)")
+    return "\n".join(lines)
+
+
+def format_counting(results):
+    """Counting by true count: the first model's accuracy, within one and MAE, then every other model's
+    and the two baselines' MAE; one row per true count present, then all images."""
+    counting = {name: r["counting"] for name, r in results.items() if "counting" in r}
+    first, *others = counting
+    columns = [*others, f"always {counting[first]['constant_count']['mae']}", "uniform"]
+    header = (f"{'true':>5}{'images':>8}{'accuracy':>10}{'within1':>9}{'MAE':>7}  |"
+              + "".join(f"{c:>11}" for c in columns))
+    lines = [f"counting by true count: {first}'s accuracy and within one (%), then MAE (objects) of each", header,
+             "-" * len(header)]
+    rows = [(n, {name: c["per_count"][n] for name, c in counting.items()}) for n in counting[first]["per_count"]]
+    for label, row in [*rows, ("all", counting)]:  # the whole set's scores have the keys of each count's
+        mine = row[first]
+        maes = [row[name]["mae"] for name in others] + [mine["constant_mae"], mine["chance_mae"]]
+        lines.append(f"{label:>5}{mine['images']:>8}{mine['accuracy']:>10.1f}{mine['within1']:>9.1f}"
+                     f"{mine['mae']:>7.2f}  |" + "".join(f"{m:>11.2f}" for m in maes))
+    return "\n".join(lines)

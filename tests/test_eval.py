@@ -1,5 +1,5 @@
-"""Tests for eval.py: counting as it is reported, then all five tasks end to end on synthetic SAR data
-with a tiny random model, then the errors bad input must raise (the metrics alone: test_metrics.py)."""
+"""Tests for eval.py: counting prompts, then all five tasks end to end on synthetic SAR data with a
+tiny random model, then the errors bad input must raise (the metrics and their table: test_metrics.py)."""
 import json
 import shutil
 from dataclasses import asdict
@@ -11,36 +11,11 @@ import data
 import synthetic as synthetic_module
 from synthetic import make_synthetic
 import eval as evaluation
-import metrics
 from anyreader import AnyReader
 from sarclip import CLIP, CLIPConfig, Tokenizer
 
 
-# ----------------------------------------------------------------------------- counting as eval.py reports it
-
-def test_counting_per_true_count_and_tables():
-    m = metrics.counting_metrics(torch.tensor([1, 1, 3, 2, 9]), torch.tensor([1, 1, 1, 2, 5]))
-    assert set(m["per_count"]) == {"1", "2", "5"}  # only the counts that occur
-    one, five = m["per_count"]["1"], m["per_count"]["5"]
-    # True count 1: three images, predicted 1, 1 and 3; a uniform guess is within one 2 times in 10, off by 4.5.
-    assert one["images"] == 3 and one["accuracy"] == one["within1"] == pytest.approx(200 / 3)
-    assert one["mae"] == pytest.approx(2 / 3) and one["constant_mae"] == 0  # always 1 is right for all three
-    assert (one["chance_within1"], one["chance_mae"]) == (pytest.approx(20), pytest.approx(4.5))
-    # True count 5: one image, predicted 9; a uniform guess is within one 3 times in 10, off by 2.5; always 1 by 4.
-    assert (five["images"], five["accuracy"], five["mae"], five["constant_mae"]) == (1, 0, 4, 4)
-    assert (five["chance_within1"], five["chance_mae"]) == (pytest.approx(30), pytest.approx(2.5))
-    assert m["confusion"][0][:3] == [2, 0, 1] and m["confusion"][4][8] == 1  # true 1: twice 1, once 3; 5 -> 9
-    results = {"checkpoint": {"counting": m}}
-    rows = {line.split()[0]: line.split()[1:] for line in evaluation.format_counting(results).splitlines()[3:]}
-    # true count: images, accuracy, within one, MAE | MAE of always 1, MAE of a uniform guess
-    assert rows["1"] == ["3", "66.7", "66.7", "0.67", "|", "0.00", "4.50"]
-    assert rows["5"] == ["1", "0.0", "0.0", "4.00", "|", "4.00", "2.50"]
-    assert rows["all"] == ["5", "60.0", "60.0", "1.20", "|", "1.00", "3.94"]
-    table = evaluation.format_table(results).splitlines()
-    assert table[0].split()[-2:] == ["chance", "constant"]
-    assert table[2].split()[-3:] == ["60.0", "10.0", "60.0"]  # accuracy: model, chance, always 1
-    assert table[4].split()[-3:] == ["1.20", "3.94", "1.00"]  # MAE
-
+# ----------------------------------------------------------------------------- counting prompts
 
 def test_count_prompts_read_like_d2c_captions():
     assert evaluation.count_prompt(1, "ship") == "a SAR image of one ship."

@@ -1,5 +1,5 @@
 """metrics.py: retrieval, classification, counting, few-shot and linear-probe metrics on hand-made
-embeddings whose right answers can be worked out by hand."""
+embeddings whose right answers can be worked out by hand, and the table that shows them."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -165,3 +165,29 @@ def test_linear_probe_picks_a_weight_decay_on_validation():
     out = metrics.linear_probe(x, y, x_test, y_test)
     assert out["top1"] == 100 and out["weight_decay"] in metrics.WEIGHT_DECAYS
     assert set(out["validation"]) == {str(wd) for wd in metrics.WEIGHT_DECAYS}
+
+
+# ----------------------------------------------------------------------------- the table eval.py prints
+
+def test_counting_per_true_count_and_tables():
+    m = metrics.counting_metrics(torch.tensor([1, 1, 3, 2, 9]), torch.tensor([1, 1, 1, 2, 5]))
+    assert set(m["per_count"]) == {"1", "2", "5"}  # only the counts that occur
+    one, five = m["per_count"]["1"], m["per_count"]["5"]
+    # True count 1: three images, predicted 1, 1 and 3; a uniform guess is within one 2 times in 10, off by 4.5.
+    assert one["images"] == 3 and one["accuracy"] == one["within1"] == pytest.approx(200 / 3)
+    assert one["mae"] == pytest.approx(2 / 3) and one["constant_mae"] == 0  # always 1 is right for all three
+    assert (one["chance_within1"], one["chance_mae"]) == (pytest.approx(20), pytest.approx(4.5))
+    # True count 5: one image, predicted 9; a uniform guess is within one 3 times in 10, off by 2.5; always 1 by 4.
+    assert (five["images"], five["accuracy"], five["mae"], five["constant_mae"]) == (1, 0, 4, 4)
+    assert (five["chance_within1"], five["chance_mae"]) == (pytest.approx(30), pytest.approx(2.5))
+    assert m["confusion"][0][:3] == [2, 0, 1] and m["confusion"][4][8] == 1  # true 1: twice 1, once 3; 5 -> 9
+    results = {"checkpoint": {"counting": m}}
+    rows = {line.split()[0]: line.split()[1:] for line in metrics.format_counting(results).splitlines()[3:]}
+    # true count: images, accuracy, within one, MAE | MAE of always 1, MAE of a uniform guess
+    assert rows["1"] == ["3", "66.7", "66.7", "0.67", "|", "0.00", "4.50"]
+    assert rows["5"] == ["1", "0.0", "0.0", "4.00", "|", "4.00", "2.50"]
+    assert rows["all"] == ["5", "60.0", "60.0", "1.20", "|", "1.00", "3.94"]
+    table = metrics.format_table(results).splitlines()
+    assert table[0].split()[-2:] == ["chance", "constant"]
+    assert table[2].split()[-3:] == ["60.0", "10.0", "60.0"]  # accuracy: model, chance, always 1
+    assert table[4].split()[-3:] == ["1.20", "3.94", "1.00"]  # MAE
