@@ -1,14 +1,15 @@
 """SAR annotations as the public releases ship them, read into one Record type.
 
-Detection sets come in four formats: Pascal VOC (SSDD, AIR-SARShip, SAR-AIRcraft; axis-aligned or
-rotated boxes), COCO JSON (HRSID, SARDet-100K, SADD), YOLO text labels (boxes or rotated polygons)
-and DOTA text labels (SIVED, RSDD). Two more kinds of set become Records too: classification chips,
-one folder of images per class (MSTAR, FUSAR-Ship, OpenSARShip), and captioned image sets, a csv
-file of image paths and captions (SARCAP). Every class name is mapped to MMSAR's category names, so
-"boat", "vessel" and "cargo ship" all become "ship". Text is decoded however the release saved it
-(UTF-8, UTF-16, GBK): many of these sets were made with Chinese annotation tools. A release's own
-split travels with each Record (SSDD's Annotations_train/ and Annotations_test/, the VOC devkit's
-ImageSets lists, the train/ val/ test/ folders of YOLO and DOTA sets); data.py hashes the rest.
+Detection sets come in four formats: Pascal VOC (SSDD, RSDD-SAR, SAR-AIRcraft, MSAR, and the Gaofen
+XML of AIR-SARShip-2.0; axis-aligned or rotated boxes), COCO JSON (HRSID, SARDet-100K), YOLO text
+labels (SAR-Ship-Dataset, SADD; boxes or rotated polygons) and DOTA text labels (SIVED, SRSDD). Two
+more kinds of set become Records too: classification chips, one folder of images per class (MSTAR,
+FUSAR-Ship, OpenSARShip), and captioned image sets, a csv file of image paths and captions (SARCAP).
+Every class name is mapped to MMSAR's category names, so "boat", "vessel" and "cargo ship" all
+become "ship". Text is decoded however the release saved it (UTF-8, UTF-16, GBK): many of these sets
+were made with Chinese annotation tools. A release's own split travels with each Record (SSDD's
+Annotations_train/ and Annotations_test/, the VOC devkit's ImageSets lists, the train/ val/ test/
+folders of YOLO and DOTA sets, a COCO file named for its split); data.py hashes the rest.
 
 A reader never stops at a bad file: it notes (kind of problem, file and detail) in `problems` and
 goes on. data.py checks the Records against their images and writes them as an MMSAR manifest.
@@ -32,11 +33,11 @@ from rasters import SARDataError, image_size, is_mstar_file
 # removed ("Oil_Tank" = "oil tank"). "tank" is a storage tank (SARDet-100K); MSTAR's T62/T72 battle
 # tanks keep their own names. SAR-AIRcraft's aircraft types become "aircraft"; its class "other" needs
 # a class list line "other aircraft" (a bare "other" is too vague to map for every set). Ship types
-# are ships: SRSDD's rotated-box classes (Cell-Container, Container, ore-oil, LawCo, Dredger, Fishing)
-# and FUSAR-Ship's and OpenSARShip's (GeneralCargo, LawEnforce, Passenger, Dredging, ...).
+# are ships: SRSDD's rotated-box classes (Cell-Container, Container, ore-oil, bulk-cargo, LawCo,
+# Dredger, Fishing) and FUSAR-Ship's and OpenSARShip's (GeneralCargo, LawEnforce, Passenger, ...).
 CATEGORY_NAMES = {
     **dict.fromkeys(["ship", "boat", "vessel", "cargo", "cargo ship", "container ship", "tanker", "ferry",
-                     "bulk carrier", "fishing", "fishing boat", "passenger ship", "tug", "dredger", "warship",
+                     "bulk carrier", "bulk cargo", "fishing", "fishing boat", "passenger ship", "tug", "dredger", "warship",
                      "other ship", "container", "cell container", "ore oil", "oil tanker", "lawco",
                      "law enforcement", "law enforce", "general cargo", "passenger", "dredging"], "ship"),
     **dict.fromkeys(["aircraft", "airplane", "aeroplane", "plane", "A220", "A320/321", "A330", "A350",
@@ -231,6 +232,9 @@ def voc_box(obj):
       rotated_bbox_cx/cy/w/h and rotated_bbox_theta in DEGREES (w turned theta from the x axis).
     - <robndbox>, roLabelImg (also used for HRSC2016-style sets): cx cy w h and angle in RADIANS.
     - <polygon>: x1 y1 ... x4 y4.
+    - <points> of <point>x,y</point>: the Gaofen challenge's XML (AIR-SARShip-2.0), the ring closed
+      by repeating its first point; and <segm> of <point> or <point-1>, <point-2> ...: the official
+      SSDD's polygon (PSeg) version.
     """
     if (box := obj.find("bndbox")) is not None:
         return numbers(box, ("xmin", "ymin", "xmax", "ymax")), None
@@ -244,8 +248,12 @@ def voc_box(obj):
         polygon = rotated_corners(*numbers(rbox, ("cx", "cy", "w", "h", "angle")))
     elif (poly := obj.find("polygon")) is not None:
         polygon = numbers(poly, CORNER_KEYS)
+    elif (ring := obj.find("points") if obj.find("points") is not None else obj.find("segm")) is not None:
+        polygon = [float(v) for point in ring if point.tag.startswith("point") for v in (point.text or "").split(",")]
+        if len(polygon) < 6 or len(polygon) % 2:
+            raise ValueError(f"<{ring.tag}> holds {len(polygon)} numbers, not the x,y points of a polygon")
     else:
-        raise ValueError("an object has no <bndbox>, <rotated_bndbox>, <robndbox> or <polygon>")
+        raise ValueError("an object has no <bndbox>, <rotated_bndbox>, <robndbox>, <polygon>, <points> or <segm>")
     return polygon_box(polygon), polygon
 
 
@@ -256,17 +264,20 @@ def parse_voc(path, image_roots, classes=None):
     objects = []
     for obj in root.iter("object"):
         box, polygon = voc_box(obj)
-        objects.append(make_object(obj.findtext("name"), box, classes, polygon, obj.findtext("near_coast")))
+        name = obj.findtext("name") or obj.findtext("possibleresult/name")  # the latter: Gaofen's XML
+        objects.append(make_object(name, box, classes, polygon, obj.findtext("near_coast")))
     size = root.find("size")
     width, height = (int(float(size.findtext(k) or 0)) or None if size is not None else None
                      for k in ("width", "height"))
     scene = root.findtext("scene")
-    return Record(str(find_image(image_roots, root.findtext("filename") or path.stem)), width, height, objects,
+    filename = root.findtext("filename") or root.findtext("source/filename") or path.stem
+    return Record(str(find_image(image_roots, filename)), width, height, objects,
                   pixel_spacing=positive_or_none(root.findtext("pixel_spacing")),
                   scene=scene if scene in ("offshore", "inshore") else None, annotation=str(path))
 
 
 SPLITS = ("train", "val", "test")
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "test": "test"}  # Roboflow writes "valid"
 
 
 def voc_annotation_files(folder):
@@ -276,13 +287,15 @@ def voc_annotation_files(folder):
     - folder/Annotations_train/, Annotations_val/, Annotations_test/: one folder per split, as the
       official SSDD release ships them (its Annotations_test_inshore/ and _offshore/ are subsets of
       the test split, not read again; its Annotations/, when present, is the union: not read either);
-    - folder itself holding the XML files (pointed at "Annotations_test/": that split).
+    - folder itself holding the XML files (pointed at "Annotations_test/": that split);
+    - folder/NAME-xml/, images in NAME-data/ beside it (AIR-SARShip-2.0-xml/ and -data/).
     """
     per_split = [(folder / f"Annotations_{split}", split) for split in SPLITS]
     if any(path.is_dir() for path, _ in per_split):
         return [(xml, split) for path, split in per_split for xml in sorted(path.glob("*.xml"))]
     own = re.fullmatch(r"Annotations_(train|val|test)", folder.name)
-    files = sorted((folder / "Annotations").glob("*.xml")) or sorted(folder.glob("*.xml"))
+    files = (sorted((folder / "Annotations").glob("*.xml")) or sorted(folder.glob("*.xml"))
+             or sorted(folder.glob("*-xml/*.xml")))
     return [(xml, own and own[1]) for xml in files]
 
 
@@ -290,13 +303,14 @@ def voc_split_lists(folder, problems):
     """({image id: split}, {image id: "inshore" or "offshore"}) from the release's own lists.
 
     Split lists: folder/ImageSets/Main/{train,val,test}.txt (the VOC devkit's, one image id per line;
-    trainval.txt stands for train when neither train.txt nor val.txt exists). An id listed in two
+    trainval.txt stands for train when neither train.txt nor val.txt exists), or ImageSets/*.txt
+    when there is no Main/ (RSDD-SAR). An id listed in two
     splits is reported and held out (test before val before train): a test image is never trained on.
     Scene lists: the official SSDD release names its inshore and offshore test scenes in
     ImageSets/Main/test_inshore.txt and test_offshore.txt, or in Annotations_test_inshore/ and
     Annotations_test_offshore/; D2C can then say "inshore".
     """
-    lists = folder / "ImageSets" / "Main"
+    lists = folder / "ImageSets" / "Main" if (folder / "ImageSets" / "Main").is_dir() else folder / "ImageSets"
 
     def ids(path):
         return [line.split()[0] for line in read_text(path).splitlines() if line.strip()] if path.is_file() else []
@@ -320,8 +334,8 @@ def voc_split_lists(folder, problems):
 
 
 def read_voc(folder, classes=None, problems=None):
-    """Pascal VOC (SSDD, HRSID, AIR-SARShip, SAR-AIRcraft): XML files in one of voc_annotation_files'
-    layouts, images in JPEGImages/ (or JPEGImages_test/ ... beside Annotations_test/).
+    """Pascal VOC (SSDD, RSDD-SAR, AIR-SARShip-2.0, SAR-AIRcraft, MSAR): XML files in one of
+    voc_annotation_files' layouts, images in JPEGImages/ (or JPEGImages_test/ ... beside Annotations_test/).
 
     Boxes may be axis-aligned or rotated (voc_box lists the conventions). The release's own split
     (its Annotations_<split>/ folders, else ImageSets/Main lists, see voc_split_lists) becomes each
@@ -335,6 +349,8 @@ def read_voc(folder, classes=None, problems=None):
         roots, xml_folder = [folder], path.parent
         if xml_folder.name.startswith("Annotations"):  # images beside it: JPEGImages_test/ or JPEGImages/
             roots += [xml_folder.parent / f"JPEGImages_{split}"] * bool(split) + [xml_folder.parent]
+        elif xml_folder.name.endswith("-xml"):  # AIR-SARShip-2.0-xml/ beside AIR-SARShip-2.0-data/
+            roots.append(xml_folder.with_name(xml_folder.name[:-len("xml")] + "data"))
         try:
             record = parse_voc(path, roots, classes)
         except (ET.ParseError, TypeError, ValueError, OSError) as error:
@@ -346,11 +362,21 @@ def read_voc(folder, classes=None, problems=None):
     return records
 
 
-def read_coco(path, classes=None, problems=None):
-    """COCO JSON (HRSID, SARDet-100K, SADD): [x, y, w, h] boxes; images beside the JSON or one folder up.
+def coco_split(path):
+    """The split a COCO file's name states: train2017.json, val.json, instances_test2017.json; None for
+    a name with no split or with two (HRSID's train_test2017.json is the whole set)."""
+    named = {SPLIT_FOLDERS[word] for word in re.split(r"[^a-z]+", Path(path).stem.lower()) if word in SPLIT_FOLDERS}
+    return named.pop() if len(named) == 1 else None
 
-    An annotation whose category_id is not among the declared categories is dropped, and a crowd
-    region (iscrowd: 1, many objects under one mask) is not counted as an object: both are reported.
+
+def read_coco(path, classes=None, problems=None):
+    """COCO JSON (HRSID, SARDet-100K, SSDD's coco_style): [x, y, w, h] boxes; images beside the JSON
+    or one folder up, in the folder of its split (SARDet-100K's Annotations/train.json names images
+    in JPEGImages/train/, SSDD's annotations/train.json in images/train/), or where file_name says.
+
+    The split the file's name states is kept (coco_split). An annotation whose category_id is not
+    among the declared categories is dropped, and a crowd region (iscrowd: 1, many objects under one
+    mask) is not counted as an object: both are reported.
     """
     path, problems = Path(path), [] if problems is None else problems
     try:
@@ -379,35 +405,41 @@ def read_coco(path, classes=None, problems=None):
                     polygon = segmentation[0] if isinstance(segmentation, list) and segmentation else None
                     objects.append(make_object(names[ann["category_id"]], [x, y, x + w, y + h], classes, polygon))
             image = find_image([path.parent, path.parent.parent], info["file_name"], other_machine=True)
-            records.append(Record(str(image), info.get("width"), info.get("height"), objects, annotation=str(path)))
+            if not image.is_file() and len(Path(info["file_name"]).parts) == 1:  # in the split's own folder?
+                image = find_image([path.parent, path.parent.parent], Path(path.stem) / info["file_name"])
+            records.append(Record(str(image), info.get("width"), info.get("height"), objects, annotation=str(path),
+                                  split=coco_split(path)))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             problems.append(("malformed annotation", f"{path}: image {info!r:.80}: {error}"))
     return records
 
 
-def label_files(folder, subfolder):
-    """The .txt label files of a YOLO or DOTA set: in folder/<subfolder>/ if present, else in folder."""
-    labels = folder / subfolder if (folder / subfolder).is_dir() else folder
+YOLO_LABELS = ("labels",)  # the folders label files live in
+DOTA_LABELS = ("labelTxt", "labels")  # DOTA's own name; SRSDD calls it labels/
+
+
+def label_files(folder, subfolders):
+    """The .txt label files of a YOLO or DOTA set: in the first of folder/<subfolders> present, else in folder."""
+    labels = next((folder / name for name in subfolders if (folder / name).is_dir()), folder)
     return [p for p in sorted(labels.rglob("*.txt")) if p.name != "classes.txt"]
 
 
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "test": "test"}  # Roboflow writes "valid"
-
-
-def labelled_image(folder, path, subfolder):
+def labelled_image(folder, path, subfolders):
     """(image, split or None) of a YOLO or DOTA label file below folder.
 
-    The image: the label's path with its last `subfolder` folder read as images/ (Ultralytics' rule:
-    labels/train/x.txt -> images/train/x.jpg; Roboflow's train/labels/x.txt -> train/images/x.jpg;
-    DOTA's train/labelTxt/x.txt -> train/images/x.png); a label file in no such folder (a flat set,
-    images and labels side by side) is looked for by its own path. The split: the release's own, from
-    a train/, val/, valid/ or test/ folder on that path.
+    The image: the label's path with its last label folder (one of subfolders) read as images/
+    (Ultralytics' rule: labels/train/x.txt -> images/train/x.jpg; Roboflow's train/labels/x.txt ->
+    train/images/x.jpg; DOTA's train/labelTxt/x.txt and SRSDD's train/labels/x.txt ->
+    train/images/x.png); a label file in no such folder (a flat set, images and labels side by side)
+    is looked for by its own path. The split: the release's own, from a train/, val/, valid/ or test/
+    folder on that path.
     """
     parts = path.relative_to(folder).with_suffix("").parts
     split = next((SPLIT_FOLDERS[part] for part in parts[:-1] if part in SPLIT_FOLDERS), None)
-    if subfolder not in parts[:-1]:
+    at = [i for i, part in enumerate(parts[:-1]) if part in subfolders]
+    if not at:
         return find_image([folder], Path(*parts)), split
-    last = len(parts) - 2 - parts[-2::-1].index(subfolder)
+    last = at[-1]
     return find_image([folder / Path(*parts[:last])], Path(*parts[last + 1:])), split
 
 
@@ -421,8 +453,8 @@ def read_yolo(folder, classes=None, problems=None):
     """
     folder, problems = Path(folder), [] if problems is None else problems
     records = []
-    for path in label_files(folder, "labels"):
-        image, split = labelled_image(folder, path, "labels")
+    for path in label_files(folder, YOLO_LABELS):
+        image, split = labelled_image(folder, path, YOLO_LABELS)
         if not image.is_file():
             problems.append(("missing image", f"{path}: no image {image}"))
             continue
@@ -452,13 +484,13 @@ def read_yolo(folder, classes=None, problems=None):
 
 
 def read_dota(folder, classes=None, problems=None):
-    """DOTA-style (RSDD, SIVED): labelTxt/*.txt, lines "x1 y1 ... x4 y4 class [difficult]".
+    """DOTA-style (SIVED, SRSDD): labelTxt/*.txt (SRSDD: labels/), lines "x1 y1 ... x4 y4 class [difficult]".
 
     Header lines "imagesource:..." are skipped; "gsd:0.5" is the pixel spacing in metres.
     """
     folder, problems = Path(folder), [] if problems is None else problems
     records = []
-    for path in label_files(folder, "labelTxt"):
+    for path in label_files(folder, DOTA_LABELS):
         try:
             spacing, objects = None, []
             for line in read_text(path).splitlines():
@@ -473,7 +505,7 @@ def read_dota(folder, classes=None, problems=None):
         except (ValueError, OSError) as error:
             problems.append(("malformed annotation", f"{path}: {error}"))
             continue
-        image, split = labelled_image(folder, path, "labelTxt")
+        image, split = labelled_image(folder, path, DOTA_LABELS)
         records.append(Record(str(image), None, None, objects, pixel_spacing=spacing, annotation=str(path), split=split))
     return records
 
@@ -502,18 +534,21 @@ def chip_is_held_out(position, every=HOLD_OUT_EVERY):
 def chip_class_phrases(path, folders, problems=None):
     """{folder: phrase} from a names file of lines "folder phrase" ("T72 T72 tank"), path None for none.
 
-    A folder not named there is its own phrase, underscores read as spaces ("Fishing_Boat" -> "Fishing
-    Boat"): the rule of eval.py's read_class_names, so captions use a zero-shot prompt's words. A name
-    with no folder is reported in problems.
+    Names match folders as class names do (squash: "BRDM2" names the folder "BRDM_2", as MSTAR's JPEG
+    exports spell it). A folder not named there is its own phrase, underscores read as spaces
+    ("Fishing_Boat" -> "Fishing Boat"): the rule of eval.py's read_class_names, so captions use a
+    zero-shot prompt's words. A name with no folder is reported in problems.
     """
-    phrases = {}
+    named = {}  # squash(folder as the file writes it): (as written, phrase)
     for line in read_text(path).splitlines() if path else []:
         folder, _, phrase = line.strip().partition(" ")
         if folder:
-            phrases[folder] = phrase.strip() or folder
-    for unknown in sorted(set(phrases) - set(folders)):
+            named[squash(folder)] = (folder, phrase.strip() or folder)
+    present = {squash(folder) for folder in folders}
+    for unknown in sorted(written for key, (written, _) in named.items() if key not in present):
         (problems if problems is not None else []).append(("class name with no folder (ignored)", f"{path}: {unknown}"))
-    return {folder: phrases.get(folder, folder.replace("_", " ")) for folder in folders}
+    return {folder: named[squash(folder)][1] if squash(folder) in named else folder.replace("_", " ")
+            for folder in folders}
 
 
 def chip_object(phrase, width, height):

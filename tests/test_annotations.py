@@ -82,6 +82,34 @@ def test_read_voc_keeps_the_official_ssdd_split(tmp_path):
     assert [r.image for r in read_voc(root / "Annotations_test")][0] == str(root / "JPEGImages_test" / "000003.jpg")
 
 
+GAOFEN_XML = """<annotation><source><filename>1.tiff</filename></source><objects><object>
+  <possibleresult><name>ship</name></possibleresult>
+  <points><point>100,200</point><point>150,200</point><point>150,230</point><point>100,230</point>
+    <point>100,200</point></points>
+</object></objects></annotation>"""
+
+
+def test_read_voc_gaofen_points_and_ssdd_segm_polygons(tmp_path):
+    """AIR-SARShip-2.0 ships Gaofen-challenge XML in AIR-SARShip-2.0-xml/ (name under <possibleresult>,
+    a closed ring of <point>x,y</point>), its TIFFs in AIR-SARShip-2.0-data/; SSDD's polygon version
+    writes <segm><point-1>x,y</point-1>...."""
+    root = tmp_path / "AIR-SARShip-2.0"
+    gray_image(root / "AIR-SARShip-2.0-data" / "1.tiff", 300, 300)
+    (root / "AIR-SARShip-2.0-xml").mkdir(parents=True)
+    (root / "AIR-SARShip-2.0-xml" / "1.xml").write_text(GAOFEN_XML)
+    for folder in (root, root / "AIR-SARShip-2.0-xml"):
+        [record] = read_voc(folder)
+        assert record.image == str(root / "AIR-SARShip-2.0-data" / "1.tiff")
+        assert [(o["category"], o["box"]) for o in record.objects] == [("ship", [100.0, 200.0, 150.0, 230.0])]
+    segm = "<segm><point-1>10,15</point-1><point-2>30,11</point-2><point-3>31,25</point-3><point-4>11,29</point-4></segm>"
+    (tmp_path / "pseg" / "Annotations").mkdir(parents=True)
+    (tmp_path / "pseg" / "Annotations" / "a.xml").write_text(
+        f"<annotation><filename>a.jpg</filename><object><name>ship</name>{segm}</object></annotation>")
+    gray_image(tmp_path / "pseg" / "JPEGImages" / "a.jpg")
+    [record] = read_voc(tmp_path / "pseg")
+    assert record.objects[0]["box"] == [10.0, 11.0, 31.0, 29.0]
+
+
 def test_read_voc_keeps_imagesets_splits_and_holds_out_an_image_listed_twice(tmp_path):
     """VOC devkit lists (ImageSets/Main/train.txt, test.txt) give the split; an image the lists do not
     name keeps the project's hashed split (None here), and one listed in train and test is a test image."""
@@ -97,6 +125,10 @@ def test_read_voc_keeps_imagesets_splits_and_holds_out_an_image_listed_twice(tmp
     assert [(Path(r.image).stem, r.split) for r in read_voc(tmp_path, problems=problems)] == [
         ("a", "train"), ("b", "test"), ("c", "test"), ("d", None)]
     assert [kind for kind, _ in problems] == ["listed in two splits"] and "b in test and train" in problems[0][1]
+    (tmp_path / "ImageSets" / "Main").rename(tmp_path / "lists")  # RSDD-SAR: the lists in ImageSets/ itself
+    for name in ("train.txt", "test.txt"):
+        (tmp_path / "lists" / name).rename(tmp_path / "ImageSets" / name)
+    assert [r.split for r in read_voc(tmp_path)] == ["train", "test", "test", None]
     stats = build_manifest([f"SSDD=voc:{tmp_path}"], tmp_path / "m.jsonl", verbose=False)
     splits = {Path(e["image"]).stem: e["split"] for e in read_manifest(tmp_path / "m.jsonl")}
     assert {k: splits[k] for k in "abc"} == {"a": "train", "b": "test", "c": "test"}
@@ -151,6 +183,22 @@ def test_read_coco_boxes_and_image_folder(tmp_path):
     [record] = read_coco(tmp_path / "annotations.json")
     assert record.image == str(tmp_path / "images" / "P1.png")
     assert record.objects == [{"category": "ship", "box": [10.0, 20.0, 40.0, 25.0]}]  # [x, y, w, h] -> corners
+
+
+@pytest.mark.parametrize("json_file, image, split", [
+    ("Annotations/train.json", "JPEGImages/train/1.jpg", "train"),    # SARDet-100K
+    ("annotations/test.json", "images/test/1.jpg", "test"),           # SSDD's coco_style
+    ("annotations/test2017.json", "JPEGImages/1.jpg", "test"),        # HRSID
+    ("annotations/train_test2017.json", "JPEGImages/1.jpg", None),    # HRSID's whole set: the hash decides
+])
+def test_coco_files_of_one_split_keep_it_and_find_images_in_its_folder(tmp_path, json_file, image, split):
+    gray_image(tmp_path / image)
+    coco = {"images": [{"id": 1, "file_name": "1.jpg"}], "categories": [{"id": 1, "name": "ship"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10]}]}
+    (tmp_path / json_file).parent.mkdir(parents=True)
+    (tmp_path / json_file).write_text(json.dumps(coco))
+    [record] = read_coco(tmp_path / json_file)
+    assert (record.image, record.split) == (str(tmp_path / image), split)
 
 
 def test_coco_undeclared_categories_and_crowd_regions_are_not_counted(tmp_path):
@@ -284,8 +332,10 @@ def test_yolo_and_dota_sets_find_their_images_and_keep_their_split(tmp_path, ima
     [record] = read_yolo(tmp_path / "yolo", {"0": "ship"})
     assert record.image == str(tmp_path / "yolo" / image) and record.objects[0]["box"] == [40.0, 40.0, 60.0, 60.0]
     assert record.split == split
-    gray_image(tmp_path / "dota" / "train" / "images" / "r.png")  # DOTA's own layout
-    (tmp_path / "dota" / "train" / "labelTxt").mkdir(parents=True)
-    (tmp_path / "dota" / "train" / "labelTxt" / "r.txt").write_text("1 2 11 2 11 6 1 6 ship 0\n")
-    [record] = read_dota(tmp_path / "dota")
-    assert (record.image, record.split) == (str(tmp_path / "dota" / "train" / "images" / "r.png"), "train")
+    for labels in ("labelTxt", "labels"):  # DOTA's own layout, and SRSDD's
+        gray_image(tmp_path / labels / "train" / "images" / "r.png")
+        (tmp_path / labels / "train" / labels).mkdir(parents=True)
+        (tmp_path / labels / "train" / labels / "r.txt").write_text("1 2 11 2 11 6 1 6 bulk-cargo 0\n")
+        [record] = read_dota(tmp_path / labels)
+        assert (record.image, record.split) == (str(tmp_path / labels / "train" / "images" / "r.png"), "train")
+        assert record.objects[0]["category"] == "ship"

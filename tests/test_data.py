@@ -130,6 +130,17 @@ def test_chip_classes_keep_their_own_words(tmp_path):
         assert all(re.search(rf"\b(a|one) {category}\b", caption) for caption in entry["captions"]), entry["captions"]
 
 
+def test_a_names_file_names_folders_however_an_export_spells_them(tmp_path):
+    """docs/classes/mstar.txt says BRDM2 and ZSU234; MSTAR's JPEG exports name the folders BRDM_2 and
+    ZSU_23_4. They match as class names match (case, spaces, "_" and "-" aside); a name that matches
+    no folder is reported."""
+    (tmp_path / "names.txt").write_text("BRDM2 BRDM2 armoured car\nZSU234 ZSU234 gun\nT80 T80 tank\n")
+    problems = []
+    phrases = annotations.chip_class_phrases(tmp_path / "names.txt", ["BRDM_2", "ZSU_23_4", "T_72"], problems)
+    assert phrases == {"BRDM_2": "BRDM2 armoured car", "ZSU_23_4": "ZSU234 gun", "T_72": "T 72"}
+    assert problems == [("class name with no folder (ignored)", f"{tmp_path / 'names.txt'}: T80")]
+
+
 def test_malformed_coco_json_is_reported_not_raised(tmp_path):
     (tmp_path / "a.json").write_text('{"images": [')
     problems = []
