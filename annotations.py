@@ -277,49 +277,62 @@ def parse_voc(path, image_roots, classes=None):
 
 
 SPLITS = ("train", "val", "test")
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "test": "test"}  # Roboflow writes "valid"
+HELD_OUT_FIRST = ("test", "val", "train")  # an image a release puts in two splits stays in the first
+
+
+def split_named(name):
+    """The split a folder's or file's own name states: train/, val2017/, valid/ (Roboflow's word),
+    test/, and SSDD's Annotations_test/ or Annotations_test_inshore/; None for any other name (a set
+    kept in "ssdd_train/" is no split folder)."""
+    named = re.fullmatch(r"(?:annotations_)?(train|val|valid|test)(?:\d+|_inshore|_offshore)?", name.lower())
+    return named and {"valid": "val"}.get(named[1], named[1])
 
 
 def voc_annotation_files(folder):
-    """[(XML path, the release's split or None)] of a VOC folder, in one of three layouts:
+    """[(XML path, the release's split or None)] of a VOC folder, in one of four layouts:
 
     - folder/Annotations/*.xml, images in folder/JPEGImages/ (the VOC devkit's layout);
     - folder/Annotations_train/, Annotations_val/, Annotations_test/: one folder per split, as the
       official SSDD release ships them (its Annotations_test_inshore/ and _offshore/ are subsets of
       the test split, not read again; its Annotations/, when present, is the union: not read either);
-    - folder itself holding the XML files (pointed at "Annotations_test/": that split);
+    - folder itself holding the XML files, its name the split if it names one (split_named:
+      Annotations_test/, or a Roboflow export's test/);
     - folder/NAME-xml/, images in NAME-data/ beside it (AIR-SARShip-2.0-xml/ and -data/).
     """
     per_split = [(folder / f"Annotations_{split}", split) for split in SPLITS]
     if any(path.is_dir() for path, _ in per_split):
         return [(xml, split) for path, split in per_split for xml in sorted(path.glob("*.xml"))]
-    own = re.fullmatch(r"Annotations_(train|val|test)", folder.name)
     files = (sorted((folder / "Annotations").glob("*.xml")) or sorted(folder.glob("*.xml"))
              or sorted(folder.glob("*-xml/*.xml")))
-    return [(xml, own and own[1]) for xml in files]
+    return [(xml, split_named(folder.name)) for xml in files]
 
 
 def voc_split_lists(folder, problems):
     """({image id: split}, {image id: "inshore" or "offshore"}) from the release's own lists.
 
-    Split lists: folder/ImageSets/Main/{train,val,test}.txt (the VOC devkit's, one image id per line;
-    trainval.txt stands for train when neither train.txt nor val.txt exists), or ImageSets/*.txt
-    when there is no Main/ (RSDD-SAR). An id listed in two
-    splits is reported and held out (test before val before train): a test image is never trained on.
-    Scene lists: the official SSDD release names its inshore and offshore test scenes in
-    ImageSets/Main/test_inshore.txt and test_offshore.txt, or in Annotations_test_inshore/ and
-    Annotations_test_offshore/; D2C can then say "inshore".
+    Split lists: folder/ImageSets/Main/{train,val,test}.txt (the VOC devkit's, one image id per line,
+    "a" or "a.jpg"; trainval.txt stands for train when neither train.txt nor val.txt exists), or
+    ImageSets/*.txt when there is no Main/ (RSDD-SAR). An id listed in two splits is reported and held
+    out (HELD_OUT_FIRST): a test image is never trained on. Scene lists: the official SSDD release
+    names its inshore and offshore test scenes in ImageSets/Main/test_inshore.txt and
+    test_offshore.txt, or in Annotations_test_inshore/ and Annotations_test_offshore/; D2C can then
+    say "inshore". A list that cannot be read is reported and left out.
     """
     lists = folder / "ImageSets" / "Main" if (folder / "ImageSets" / "Main").is_dir() else folder / "ImageSets"
 
     def ids(path):
-        return [line.split()[0] for line in read_text(path).splitlines() if line.strip()] if path.is_file() else []
+        try:
+            lines = read_text(path).splitlines() if path.is_file() else []
+        except (OSError, UnicodeDecodeError) as error:
+            problems.append(("unreadable split list (left out)", f"{path}: {error}"))
+            return []
+        return [Path(line.split()[0]).stem for line in lines if line.strip()]
 
     named = {split: lists / f"{split}.txt" for split in SPLITS}
     if not named["train"].is_file() and not named["val"].is_file():
         named["train"] = lists / "trainval.txt"
     splits = {}
-    for split in ("test", "val", "train"):
+    for split in HELD_OUT_FIRST:
         for image_id in ids(named[split]):
             if splits.setdefault(image_id, split) != split:
                 problems.append(("listed in two splits", f"{lists}: {image_id} in {splits[image_id]} and {split}; "
@@ -331,6 +344,21 @@ def voc_split_lists(folder, problems):
         for xml in (folder / f"Annotations_test_{scene}").glob("*.xml"):
             scenes[xml.stem] = scene
     return splits, scenes
+
+
+def held_out_once(records, problems):
+    """The records less those whose image the release also puts in a held-out split (an image under
+    Annotations_train/ and Annotations_test/ both stays in test), each reported."""
+    split_of = {}
+    for record in records:
+        if record.split:
+            split_of[record.image] = min(split_of.get(record.image, record.split), record.split,
+                                         key=HELD_OUT_FIRST.index)
+    for record in records:
+        if record.split and split_of[record.image] != record.split:
+            problems.append(("listed in two splits", f"{record.annotation}: {record.image} is also in "
+                             f"{split_of[record.image]}; kept there only"))
+    return [r for r in records if not r.split or split_of[r.image] == r.split]
 
 
 def read_voc(folder, classes=None, problems=None):
@@ -348,7 +376,7 @@ def read_voc(folder, classes=None, problems=None):
     for path, split in voc_annotation_files(folder):
         roots, xml_folder = [folder], path.parent
         if xml_folder.name.startswith("Annotations"):  # images beside it: JPEGImages_test/ or JPEGImages/
-            roots += [xml_folder.parent / f"JPEGImages_{split}"] * bool(split) + [xml_folder.parent]
+            roots += [xml_folder.parent / xml_folder.name.replace("Annotations", "JPEGImages", 1), xml_folder.parent]
         elif xml_folder.name.endswith("-xml"):  # AIR-SARShip-2.0-xml/ beside AIR-SARShip-2.0-data/
             roots.append(xml_folder.with_name(xml_folder.name[:-len("xml")] + "data"))
         try:
@@ -359,14 +387,17 @@ def read_voc(folder, classes=None, problems=None):
         record.split = split or listed_splits.get(path.stem)
         record.scene = record.scene or listed_scenes.get(path.stem)
         records.append(record)
-    return records
+    return held_out_once(records, problems)
 
 
 def coco_split(path):
-    """The split a COCO file's name states: train2017.json, val.json, instances_test2017.json; None for
-    a name with no split or with two (HRSID's train_test2017.json is the whole set)."""
-    named = {SPLIT_FOLDERS[word] for word in re.split(r"[^a-z]+", Path(path).stem.lower()) if word in SPLIT_FOLDERS}
-    return named.pop() if len(named) == 1 else None
+    """(split, the word that names it) from a COCO file's name: train2017.json, val.json,
+    instances_test2017.json; else from its folder's name (Roboflow's test/_annotations.coco.json);
+    (None, None) for none, or for a name with two (HRSID's train_test2017.json is the whole set)."""
+    words = {word: split for word in re.split(r"[^a-z0-9]+", Path(path).stem.lower()) if (split := split_named(word))}
+    if len(set(words.values())) == 1:
+        return next(iter(words.values())), next(iter(words))
+    return (None if words else split_named(Path(path).parent.name)), None
 
 
 def read_coco(path, classes=None, problems=None):
@@ -374,9 +405,9 @@ def read_coco(path, classes=None, problems=None):
     or one folder up, in the folder of its split (SARDet-100K's Annotations/train.json names images
     in JPEGImages/train/, SSDD's annotations/train.json in images/train/), or where file_name says.
 
-    The split the file's name states is kept (coco_split). An annotation whose category_id is not
-    among the declared categories is dropped, and a crowd region (iscrowd: 1, many objects under one
-    mask) is not counted as an object: both are reported.
+    The split the file's name (or its folder's) states is kept (coco_split). An annotation whose
+    category_id is not among the declared categories is dropped, and a crowd region (iscrowd: 1, many
+    objects under one mask) is not counted as an object: both are reported.
     """
     path, problems = Path(path), [] if problems is None else problems
     try:
@@ -389,7 +420,7 @@ def read_coco(path, classes=None, problems=None):
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         problems.append(("malformed annotation", f"{path}: {error}"))
         return []
-    records = []
+    records, (split, split_word) = [], coco_split(path)
     for info in images:
         try:
             objects = []
@@ -405,10 +436,10 @@ def read_coco(path, classes=None, problems=None):
                     polygon = segmentation[0] if isinstance(segmentation, list) and segmentation else None
                     objects.append(make_object(names[ann["category_id"]], [x, y, x + w, y + h], classes, polygon))
             image = find_image([path.parent, path.parent.parent], info["file_name"], other_machine=True)
-            if not image.is_file() and len(Path(info["file_name"]).parts) == 1:  # in the split's own folder?
-                image = find_image([path.parent, path.parent.parent], Path(path.stem) / info["file_name"])
+            if not image.is_file() and split_word and len(Path(info["file_name"]).parts) == 1:
+                image = find_image([path.parent, path.parent.parent], Path(split_word) / info["file_name"])
             records.append(Record(str(image), info.get("width"), info.get("height"), objects, annotation=str(path),
-                                  split=coco_split(path)))
+                                  split=split))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             problems.append(("malformed annotation", f"{path}: image {info!r:.80}: {error}"))
     return records
@@ -431,11 +462,12 @@ def labelled_image(folder, path, subfolders):
     (Ultralytics' rule: labels/train/x.txt -> images/train/x.jpg; Roboflow's train/labels/x.txt ->
     train/images/x.jpg; DOTA's train/labelTxt/x.txt and SRSDD's train/labels/x.txt ->
     train/images/x.png); a label file in no such folder (a flat set, images and labels side by side)
-    is looked for by its own path. The split: the release's own, from a train/, val/, valid/ or test/
-    folder on that path.
+    is looked for by its own path. The split: the release's own, from a folder on that path that
+    names one (split_named: train/, val/, valid/, test2017/ ...), else from folder's own name (a
+    source pointed at ds/test/).
     """
     parts = path.relative_to(folder).with_suffix("").parts
-    split = next((SPLIT_FOLDERS[part] for part in parts[:-1] if part in SPLIT_FOLDERS), None)
+    split = next(filter(None, map(split_named, parts[:-1])), None) or split_named(folder.name)
     at = [i for i, part in enumerate(parts[:-1]) if part in subfolders]
     if not at:
         return find_image([folder], Path(*parts)), split

@@ -80,6 +80,17 @@ def test_read_voc_keeps_the_official_ssdd_split(tmp_path):
         (str(root / "JPEGImages" / "000003.jpg"), "test"), (str(root / "JPEGImages" / "000004.jpg"), "test")]
     (root / "JPEGImages").rename(root / "JPEGImages_test")
     assert [r.image for r in read_voc(root / "Annotations_test")][0] == str(root / "JPEGImages_test" / "000003.jpg")
+    (root / "JPEGImages_test").rename(root / "JPEGImages_test_inshore")
+    assert [(Path(r.image).parent.name, r.split) for r in read_voc(root / "Annotations_test_inshore")] == [
+        ("JPEGImages_test_inshore", "test")]
+
+
+def test_an_image_in_two_split_folders_is_held_out_once(tmp_path):
+    root = official_ssdd(tmp_path, {"train": ["000001", "000002"], "test": ["000002"]})
+    problems = []
+    assert [(Path(r.image).stem, r.split) for r in read_voc(root, problems=problems)] == [
+        ("000001", "train"), ("000002", "test")]
+    assert [kind for kind, _ in problems] == ["listed in two splits"] and "Annotations_train" in problems[0][1]
 
 
 GAOFEN_XML = """<annotation><source><filename>1.tiff</filename></source><objects><object>
@@ -96,7 +107,7 @@ def test_read_voc_gaofen_points_and_ssdd_segm_polygons(tmp_path):
     root = tmp_path / "AIR-SARShip-2.0"
     gray_image(root / "AIR-SARShip-2.0-data" / "1.tiff", 300, 300)
     (root / "AIR-SARShip-2.0-xml").mkdir(parents=True)
-    (root / "AIR-SARShip-2.0-xml" / "1.xml").write_text(GAOFEN_XML)
+    (root / "AIR-SARShip-2.0-xml" / "a.xml").write_text(GAOFEN_XML)  # named unlike its image: <source><filename>
     for folder in (root, root / "AIR-SARShip-2.0-xml"):
         [record] = read_voc(folder)
         assert record.image == str(root / "AIR-SARShip-2.0-data" / "1.tiff")
@@ -108,6 +119,11 @@ def test_read_voc_gaofen_points_and_ssdd_segm_polygons(tmp_path):
     gray_image(tmp_path / "pseg" / "JPEGImages" / "a.jpg")
     [record] = read_voc(tmp_path / "pseg")
     assert record.objects[0]["box"] == [10.0, 11.0, 31.0, 29.0]
+    (tmp_path / "pseg" / "Annotations" / "a.xml").write_text(  # one point without its y
+        f"<annotation><filename>a.jpg</filename><object><name>ship</name>{segm[:-7]}<point-5>9</point-5></segm>"
+        "</object></annotation>")
+    problems = []
+    assert read_voc(tmp_path / "pseg", problems=problems) == [] and "holds 9 numbers" in problems[0][1]
 
 
 def test_read_voc_keeps_imagesets_splits_and_holds_out_an_image_listed_twice(tmp_path):
@@ -119,15 +135,20 @@ def test_read_voc_keeps_imagesets_splits_and_holds_out_an_image_listed_twice(tmp
         xml = synthetic.voc_xml(f"{image_id}.jpg", 40, 30, [voc_object("ship", [5, 5, 15, 15])])
         (tmp_path / "Annotations" / f"{image_id}.xml").write_text(xml)
     (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
-    (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("a\nb\n")
-    (tmp_path / "ImageSets" / "Main" / "test.txt").write_text("b\nc\n\n")
+    (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("a\nb.jpg\n")  # an id, or the image's name or path
+    (tmp_path / "ImageSets" / "Main" / "test.txt").write_text("b\nJPEGImages/c.jpg\n\n")
+    (tmp_path / "ImageSets" / "Main" / "test_inshore.txt").write_text("c\n")
+    (tmp_path / "ImageSets" / "Main" / "val.txt").write_bytes(b"\xff\xfe\x00")  # not text in any encoding
     problems = []
-    assert [(Path(r.image).stem, r.split) for r in read_voc(tmp_path, problems=problems)] == [
-        ("a", "train"), ("b", "test"), ("c", "test"), ("d", None)]
-    assert [kind for kind, _ in problems] == ["listed in two splits"] and "b in test and train" in problems[0][1]
+    assert [(Path(r.image).stem, r.split, r.scene) for r in read_voc(tmp_path, problems=problems)] == [
+        ("a", "train", None), ("b", "test", None), ("c", "test", "inshore"), ("d", None, None)]
+    assert [kind for kind, _ in problems] == ["unreadable split list (left out)", "listed in two splits"]
+    assert "b in test and train" in problems[1][1]
+    (tmp_path / "ImageSets" / "Main" / "val.txt").unlink()
     (tmp_path / "ImageSets" / "Main").rename(tmp_path / "lists")  # RSDD-SAR: the lists in ImageSets/ itself
     for name in ("train.txt", "test.txt"):
         (tmp_path / "lists" / name).rename(tmp_path / "ImageSets" / name)
+    (tmp_path / "lists" / "test_inshore.txt").unlink()
     assert [r.split for r in read_voc(tmp_path)] == ["train", "test", "test", None]
     stats = build_manifest([f"SSDD=voc:{tmp_path}"], tmp_path / "m.jsonl", verbose=False)
     splits = {Path(e["image"]).stem: e["split"] for e in read_manifest(tmp_path / "m.jsonl")}
@@ -190,12 +211,15 @@ def test_read_coco_boxes_and_image_folder(tmp_path):
     ("annotations/test.json", "images/test/1.jpg", "test"),           # SSDD's coco_style
     ("annotations/test2017.json", "JPEGImages/1.jpg", "test"),        # HRSID
     ("annotations/train_test2017.json", "JPEGImages/1.jpg", None),    # HRSID's whole set: the hash decides
+    ("annotations/instances_val2017.json", "val2017/1.jpg", "val"),   # COCO's own layout
+    ("valid/_annotations.coco.json", "valid/1.jpg", "val"),           # Roboflow's export: the folder says
+    ("annotations/interval.json", "images/1.jpg", None),             # "val" inside a word is no split
 ])
 def test_coco_files_of_one_split_keep_it_and_find_images_in_its_folder(tmp_path, json_file, image, split):
     gray_image(tmp_path / image)
     coco = {"images": [{"id": 1, "file_name": "1.jpg"}], "categories": [{"id": 1, "name": "ship"}],
             "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10]}]}
-    (tmp_path / json_file).parent.mkdir(parents=True)
+    (tmp_path / json_file).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / json_file).write_text(json.dumps(coco))
     [record] = read_coco(tmp_path / json_file)
     assert (record.image, record.split) == (str(tmp_path / image), split)
@@ -332,6 +356,8 @@ def test_yolo_and_dota_sets_find_their_images_and_keep_their_split(tmp_path, ima
     [record] = read_yolo(tmp_path / "yolo", {"0": "ship"})
     assert record.image == str(tmp_path / "yolo" / image) and record.objects[0]["box"] == [40.0, 40.0, 60.0, 60.0]
     assert record.split == split
+    if split and Path(image).parts[0] != "images":  # pointed at the split's own folder, its name is the split
+        assert [r.split for r in read_yolo(tmp_path / "yolo" / Path(image).parts[0], {"0": "ship"})] == [split]
     for labels in ("labelTxt", "labels"):  # DOTA's own layout, and SRSDD's
         gray_image(tmp_path / labels / "train" / "images" / "r.png")
         (tmp_path / labels / "train" / labels).mkdir(parents=True)
