@@ -206,6 +206,20 @@ def find_image(roots, name, other_machine=False):
     return Path(roots[0]) / IMAGE_FOLDERS[0] / name
 
 
+def files_below(folder):
+    """Every file under folder, sorted, through linked folders too (a dataset assembled with
+    `ln -s /disk/images/train images/train`: Path.rglob does not descend into those before Python
+    3.13), each real folder once, so a link back up cannot loop."""
+    found, seen = [], set()
+    for here, folders, files in os.walk(folder, followlinks=True):
+        if (real := os.path.realpath(here)) in seen:
+            folders.clear()
+            continue
+        seen.add(real)
+        found += [Path(here) / name for name in files]
+    return sorted(found)
+
+
 def rotated_corners(cx, cy, w, h, angle):
     """The four corners [x1, y1, ..., x4, y4] of a w x h box centred at (cx, cy), its w side turned
     angle radians from the x axis (clockwise on screen, since y points down)."""
@@ -289,7 +303,7 @@ def split_named(name):
 
 
 def voc_annotation_files(folder):
-    """[(XML path, the release's split or None)] of a VOC folder, in one of four layouts:
+    """[(XML path, the release's split or None)] of a VOC folder, in one of five layouts:
 
     - folder/Annotations/*.xml, images in folder/JPEGImages/ (the VOC devkit's layout);
     - folder/Annotations_train/, Annotations_val/, Annotations_test/: one folder per split, as the
@@ -297,14 +311,18 @@ def voc_annotation_files(folder):
       the test split, not read again; its Annotations/, when present, is the union: not read either);
     - folder itself holding the XML files, its name the split if it names one (split_named:
       Annotations_test/, or a Roboflow export's test/);
-    - folder/NAME-xml/, images in NAME-data/ beside it (AIR-SARShip-2.0-xml/ and -data/).
+    - folder/NAME-xml/, images in NAME-data/ beside it (AIR-SARShip-2.0-xml/ and -data/);
+    - folder/train/, valid/, test/, each holding XML files and their images (Roboflow's VOC export).
     """
     per_split = [(folder / f"Annotations_{split}", split) for split in SPLITS]
     if any(path.is_dir() for path, _ in per_split):
         return [(xml, split) for path, split in per_split for xml in sorted(path.glob("*.xml"))]
     files = (sorted((folder / "Annotations").glob("*.xml")) or sorted(folder.glob("*.xml"))
              or sorted(folder.glob("*-xml/*.xml")))
-    return [(xml, split_named(folder.name)) for xml in files]
+    if files:
+        return [(xml, split_named(folder.name)) for xml in files]
+    split_folders = sorted(path for path in folder.glob("*") if path.is_dir() and split_named(path.name))
+    return [(xml, split_named(path.name)) for path in split_folders for xml in sorted(path.glob("*.xml"))]
 
 
 def voc_split_lists(folder, problems):
@@ -374,7 +392,7 @@ def read_voc(folder, classes=None, problems=None):
     listed_splits, listed_scenes = voc_split_lists(folder, problems)
     records = []
     for path, split in voc_annotation_files(folder):
-        roots, xml_folder = [folder], path.parent
+        roots, xml_folder = [folder, path.parent], path.parent  # images in the set's root, or beside the XML
         if xml_folder.name.startswith("Annotations"):  # images beside it: JPEGImages_test/ or JPEGImages/
             roots += [xml_folder.parent / xml_folder.name.replace("Annotations", "JPEGImages", 1), xml_folder.parent]
         elif xml_folder.name.endswith("-xml"):  # AIR-SARShip-2.0-xml/ beside AIR-SARShip-2.0-data/
@@ -452,7 +470,7 @@ DOTA_LABELS = ("labelTxt", "labels")  # DOTA's own name; SRSDD calls it labels/
 def label_files(folder, subfolders):
     """The .txt label files of a YOLO or DOTA set: in the first of folder/<subfolders> present, else in folder."""
     labels = next((folder / name for name in subfolders if (folder / name).is_dir()), folder)
-    return [p for p in sorted(labels.rglob("*.txt")) if p.name != "classes.txt"]
+    return [p for p in files_below(labels) if p.suffix == ".txt" and p.name != "classes.txt"]
 
 
 def labelled_image(folder, path, subfolders):
@@ -554,7 +572,7 @@ def chip_files(class_folder):
     """The images of one class folder, in the order the held-out rule counts them: sorted paths of any
     image extension, and MSTAR's own files (HB03333.015: a number for extension, a Phoenix header
     inside), sub-folders included (eval.py's read_chip_folder reads the same list)."""
-    return sorted(p for p in Path(class_folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS or is_mstar_file(p))
+    return [p for p in files_below(class_folder) if p.suffix.lower() in IMAGE_EXTENSIONS or is_mstar_file(p)]
 
 
 def chip_is_held_out(position, every=HOLD_OUT_EVERY):

@@ -85,6 +85,15 @@ def test_read_voc_keeps_the_official_ssdd_split(tmp_path):
         ("JPEGImages_test_inshore", "test")]
 
 
+def test_read_voc_roboflow_export_split_folders_with_images_beside_their_xml(tmp_path):
+    for split in ("train", "valid"):
+        gray_image(tmp_path / split / f"{split}1.jpg")
+        (tmp_path / split / f"{split}1.xml").write_text(
+            synthetic.voc_xml(f"{split}1.jpg", 40, 30, [voc_object("ship", [5, 5, 15, 15])]))
+    assert [(r.image, r.split) for r in read_voc(tmp_path)] == [
+        (str(tmp_path / "train" / "train1.jpg"), "train"), (str(tmp_path / "valid" / "valid1.jpg"), "val")]
+
+
 def test_an_image_in_two_split_folders_is_held_out_once(tmp_path):
     root = official_ssdd(tmp_path, {"train": ["000001", "000002"], "test": ["000002"]})
     problems = []
@@ -339,6 +348,19 @@ def test_read_dota_polygons_and_gsd(tmp_path):
     assert record.pixel_spacing == 0.5 and record.image == str(tmp_path / "images" / "r.png")
     assert record.objects == [{"category": "ship", "box": [1.0, 2.0, 11.0, 6.0],
                                "polygon": [1.0, 2.0, 11.0, 2.0, 11.0, 6.0, 1.0, 6.0]}]
+
+
+def test_label_folders_linked_from_elsewhere_are_read(tmp_path):
+    """Datasets are often assembled with symbolic links (labels/train -> a folder on another disk); a
+    link back up the tree is followed once, not forever."""
+    gray_image(tmp_path / "set" / "images" / "train" / "a.jpg", 100, 100)
+    (tmp_path / "disk" / "labels_train").mkdir(parents=True)
+    (tmp_path / "disk" / "labels_train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "set" / "labels").mkdir()
+    (tmp_path / "set" / "labels" / "train").symlink_to(tmp_path / "disk" / "labels_train")
+    (tmp_path / "disk" / "labels_train" / "up").symlink_to(tmp_path / "set")
+    [record] = read_yolo(tmp_path / "set", {"0": "ship"})
+    assert (record.image, record.split) == (str(tmp_path / "set" / "images" / "train" / "a.jpg"), "train")
 
 
 @pytest.mark.parametrize("image, label, split", [
