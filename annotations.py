@@ -568,11 +568,29 @@ READERS = {"voc": read_voc, "coco": read_coco, "yolo": read_yolo, "dota": read_d
 HOLD_OUT_EVERY = 5  # every 5th chip of a class, in file-name order, is held out: eval.py tests on these
 
 
-def chip_files(class_folder):
-    """The images of one class folder, in the order the held-out rule counts them: sorted paths of any
-    image extension, and MSTAR's own files (HB03333.015: a number for extension, a Phoenix header
-    inside), sub-folders included (eval.py's read_chip_folder reads the same list)."""
-    return [p for p in files_below(class_folder) if p.suffix.lower() in IMAGE_EXTENSIONS or is_mstar_file(p)]
+def chip_files(folder):
+    """The images under a folder, in the order the held-out rule counts them: sorted paths of any image
+    extension, and MSTAR's own files (HB03333.015: a number for extension, a Phoenix header inside),
+    sub-folders included."""
+    return [p for p in files_below(folder) if p.suffix.lower() in IMAGE_EXTENSIONS or is_mstar_file(p)]
+
+
+def chip_folders(root, names=None):
+    """{class folder name: its chips in chip_files' order}, sorted by name: the classes of a chip set.
+
+    A chip's class is the folder below root that holds it (T72/, Cargo/; its sub-folders too: MSTAR's
+    BMP2/SN_9563/). With a names file (chip_class_phrases), it is the folder nearest root on the chip's
+    path that the file names, so MSTAR's raw mixed-targets CD reads as shipped: 17_DEG/COL2/SCENE1/
+    BRDM_2/HB14931.000 is a BRDM_2 chip when the file names BRDM2. data.py's chips source and eval.py's
+    chip folders both read this, so they hold out the same chips. Images at root itself have no class.
+    """
+    root = Path(root)
+    named = {squash(line.split()[0]) for line in read_text(names).splitlines() if line.strip()} if names else set()
+    classes = {}
+    for path in chip_files(root):
+        if folders := path.relative_to(root).parts[:-1]:
+            classes.setdefault(next((f for f in folders if squash(f) in named), folders[0]), []).append(path)
+    return dict(sorted(classes.items()))
 
 
 def chip_is_held_out(position, every=HOLD_OUT_EVERY):
@@ -616,19 +634,21 @@ def chip_object(phrase, width, height):
 def read_chips(folder, names=None, problems=None):
     """A folder-per-class chip set (MSTAR, FUSAR-Ship, OpenSARShip): one Record per chip, one object each.
 
-    names: the optional "folder phrase" file (chip_class_phrases). The split is fixed by the set:
-    chip_is_held_out chips are "test", the rest "train", counted over chip_files so that a chip that
-    fails to read does not shift the others. Raises SARDataError when folder has no class folders.
+    names: the optional "folder phrase" file (chip_class_phrases; it also finds classes nested deeper,
+    see chip_folders). The split is fixed by the set: chip_is_held_out chips are "test", the rest
+    "train", counted over chip_folders' lists so that a chip that fails to read does not shift the
+    others. Raises SARDataError when folder holds no chips in class folders.
     """
     folder, problems = Path(folder), [] if problems is None else problems
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    classes = chip_folders(folder, names) if folder.is_dir() else {}
     if not classes:
-        raise SARDataError(f"{folder}: no class folders (a chips source is one sub-folder of images per class)")
+        raise SARDataError(f"{folder}: no class folders with images (a chips source is one sub-folder of "
+                           "images per class)")
+    for empty in sorted(p for p in folder.iterdir() if p.is_dir() and not chip_files(p)):
+        problems.append(("class folder has no images", str(empty)))
     records = []
-    for folder_name, phrase in chip_class_phrases(names, classes, problems).items():
-        if not (paths := chip_files(folder / folder_name)):
-            problems.append(("class folder has no images", str(folder / folder_name)))
-        for position, path in enumerate(paths):
+    for folder_name, phrase in chip_class_phrases(names, list(classes), problems).items():
+        for position, path in enumerate(classes[folder_name]):
             try:
                 width, height = image_size(path)
             except SARDataError as error:

@@ -219,27 +219,27 @@ def retrieval(model, tokenizer, entries, reader=None, batch_size=64):
 
 # ----------------------------------------------------------------------------- data plumbing
 
-def read_chip_folder(root, class_names=None):
-    """(image paths, labels, class folders) of a folder-per-class chip set (MSTAR, FUSAR-Ship, OpenSARShip).
+def read_chip_folder(root, class_names=None, names_file=None):
+    """(image paths, labels, class folders) of a folder-per-class chip set (MSTAR, FUSAR-Ship), its
+    classes found as data.py's chips source finds them (annotations.chip_folders; names_file, the
+    "folder phrase" file, also finds classes nested deeper, as in MSTAR's raw mixed-targets CD).
 
-    class_names: the folders to read, in label order (a test set must use its training set's order).
+    class_names: the class folders to read, in label order (a test set must use its training set's order).
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such chip folder (expected one sub-folder of images per class)")
-    folders = class_names or sorted(p.name for p in root.iterdir() if p.is_dir())
+    for empty in sorted(p for p in root.iterdir() if p.is_dir() and not annotations.chip_files(p)):
+        extensions = " ".join(annotations.IMAGE_EXTENSIONS)
+        raise ValueError(f"{empty}: class folder has no images ({extensions} or MSTAR's own files)")
+    found = annotations.chip_folders(root, names_file)
+    folders = class_names or list(found)
     if not folders:
         raise ValueError(f"{root}: no class folders (expected one sub-folder of images per class)")
     paths, labels = [], []
-    for label, name in enumerate(folders):
-        if not (root / name).is_dir():  # a test set may lack a class; its training set may not
-            continue
-        found = annotations.chip_files(root / name)
-        if not found:
-            extensions = " ".join(annotations.IMAGE_EXTENSIONS)
-            raise ValueError(f"{root / name}: class folder has no images ({extensions} or MSTAR's own files)")
-        paths += found
-        labels += [label] * len(found)
+    for label, name in enumerate(folders):  # a test set may lack a class; its training set may not
+        paths += found.get(name, [])
+        labels += [label] * len(found.get(name, []))
     return paths, torch.tensor(labels, dtype=torch.long), folders
 
 
@@ -269,15 +269,15 @@ def folder_chips(train_dir, test_dir=None, class_names_file=None):
     With one folder, every 5th image of each class (in file-name order) is the test split: a rule that
     never moves, whatever the seed. MSTAR's protocol has two folders: 17 degrees train, 15 degrees test.
     """
-    paths, labels, folders = read_chip_folder(train_dir)
+    paths, labels, folders = read_chip_folder(train_dir, names_file=class_names_file)
     if test_dir is None:
         test = held_out(labels)
         train_items, test_items = [p for p, t in zip(paths, test) if not t], [p for p, t in zip(paths, test) if t]
         train_labels, test_labels = labels[~test], labels[test]
     else:
         train_items, train_labels = paths, labels
-        test_items, test_labels, _ = read_chip_folder(test_dir, folders)
-        if missing := sorted({p.name for p in Path(test_dir).iterdir() if p.is_dir()} - set(folders)):
+        test_items, test_labels, _ = read_chip_folder(test_dir, folders, class_names_file)
+        if missing := sorted(set(annotations.chip_folders(test_dir, class_names_file)) - set(folders)):
             raise ValueError(f"{test_dir}: classes {missing} have no training folder in {train_dir}")
     return train_items, train_labels, test_items, test_labels, read_class_names(class_names_file, folders)
 

@@ -302,6 +302,25 @@ def test_chips_become_one_centred_object_of_their_class_phrase(tmp_path):
     assert data.sarcount_entries(entries) == []  # one target by construction: no counting test
 
 
+def test_mstar_raw_mixed_targets_layout_reads_its_classes_from_the_names_file(tmp_path):
+    """MSTAR's raw mixed-targets CD nests its classes (17_DEG/COL2/SCENE1/BRDM_2/); the names file says
+    which folders are classes, and eval.py's chip folders hold out exactly the build's test chips."""
+    import eval as evaluation
+    root = tmp_path / "17_DEG"
+    chip_folder(root / "COL1" / "SCENE1", {"BTR_60": 5})
+    chip_folder(root / "COL2" / "SCENE1", {"BRDM_2": 6, "ZSU_23_4": 4})
+    (tmp_path / "names.txt").write_text("BTR60 BTR60 carrier\nBRDM2 BRDM2 scout car\nZSU234 ZSU234 gun\n")
+    build_manifest([f"chips:{root}:{tmp_path / 'names.txt'}"], tmp_path / "m.jsonl", verbose=False)
+    entries = read_manifest(tmp_path / "m.jsonl")
+    assert Counter(e["boxes"][0][4] for e in entries) == {"BTR60 carrier": 5, "BRDM2 scout car": 6, "ZSU234 gun": 4}
+    held_out = {e["image"] for e in entries if e["split"] == "test"}
+    assert sorted(Path(p).relative_to(root).as_posix() for p in held_out) == [
+        "COL1/SCENE1/BTR_60/004.png", "COL2/SCENE1/BRDM_2/004.png"]
+    _, _, test, test_labels, phrases = evaluation.folder_chips(root, class_names_file=tmp_path / "names.txt")
+    assert {str(p) for p in test} == held_out and phrases == ["BRDM2 scout car", "BTR60 carrier", "ZSU234 gun"]
+    assert list(annotations.chip_folders(root)) == ["COL1", "COL2"]  # without the names file: the top folders
+
+
 def test_csv_and_chips_mix_with_a_voc_source(tmp_path):
     gray_image(tmp_path / "cap" / "a.png")
     caption_file(tmp_path / "cap" / "c.csv", [("a.png", "a ship in the upper-left")])
