@@ -1,10 +1,10 @@
 """Real SAR data for SARCLIP: detection sets in, MMSAR manifests out.
 
 MMSAR is the union of SAR object-detection sets, each image captioned by D2C from its boxes. This file
-checks the Records that annotations.py reads from the releases (VOC, COCO, YOLO, DOTA, chips, csv)
-against their images and writes them as one manifest, split as the release splits it (SSDD's official
-train and test) or else by a rule every build agrees on; it also
-makes SARCount from a manifest. dataset.py serves a manifest to training, and rasters.py reads the
+checks the Records that annotations.py (VOC, COCO, YOLO, DOTA, csv) and chips.py read from the
+releases against their images and writes them as one manifest, split as the release splits it
+(SSDD's official train and test) or else by a rule every build agrees on; it also makes SARCount
+from a manifest. dataset.py serves a manifest to training, and rasters.py reads the
 pixels (any TIFF sample type, MSTAR's own format, huge scenes bounded in memory). Two more kinds of
 set join the detection sets: classification chip sets (one target per chip, captioned by D2C in the
 words of a zero-shot prompt) and captioned image sets (a csv file of image paths and captions, used
@@ -44,8 +44,8 @@ from collections import Counter
 from pathlib import Path
 
 import d2c
-from annotations import (CSV_COLUMNS, KNOWN_CATEGORIES, READERS, category_name, is_bare_number, read_chips,
-                         read_class_list, read_csv)
+from annotations import CSV_COLUMNS, KNOWN_CATEGORIES, READERS, category_name, is_bare_number, read_class_list, read_csv
+from chips import read_chips
 from rasters import SARDataError, image_size
 
 # ---- MMSAR manifests ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import annotations
+import chips
 import d2c
 import data
 import rasters
@@ -221,7 +222,7 @@ def retrieval(model, tokenizer, entries, reader=None, batch_size=64):
 
 def read_chip_folder(root, class_names=None, names_file=None):
     """(image paths, labels, class folders) of a folder-per-class chip set (MSTAR, FUSAR-Ship), its
-    classes found as data.py's chips source finds them (annotations.chip_folders; names_file, the
+    classes found as data.py's chips source finds them (chips.chip_folders; names_file, the
     "folder phrase" file, also finds classes nested deeper, as in MSTAR's raw mixed-targets CD).
 
     class_names: the class folders to read, in label order (a test set must use its training set's order).
@@ -229,10 +230,10 @@ def read_chip_folder(root, class_names=None, names_file=None):
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such chip folder (expected one sub-folder of images per class)")
-    for empty in sorted(p for p in root.iterdir() if p.is_dir() and not annotations.chip_files(p)):
+    for empty in sorted(p for p in root.iterdir() if p.is_dir() and not chips.chip_files(p)):
         extensions = " ".join(annotations.IMAGE_EXTENSIONS)
         raise ValueError(f"{empty}: class folder has no images ({extensions} or MSTAR's own files)")
-    found = annotations.chip_folders(root, names_file)
+    found = chips.chip_folders(root, names_file)
     folders = class_names or list(found)
     if not folders:
         raise ValueError(f"{root}: no class folders (expected one sub-folder of images per class)")
@@ -245,9 +246,9 @@ def read_chip_folder(root, class_names=None, names_file=None):
 
 def read_class_names(path, folders):
     """Prompt phrases for the class folders, in folder order, from a names file of lines "folder phrase"
-    ("T72 T72 tank"); None: no file. annotations.chip_class_phrases's rule, the one chip captions follow."""
+    ("T72 T72 tank"); None: no file. chips.chip_class_phrases's rule, the one chip captions follow."""
     problems = []
-    phrases = annotations.chip_class_phrases(path, folders, problems)
+    phrases = chips.chip_class_phrases(path, folders, problems)
     for _, where in problems:
         print(f"{where}: no class folder of that name (ignored)", file=sys.stderr)
     return [phrases[folder] for folder in folders]
@@ -277,7 +278,7 @@ def folder_chips(train_dir, test_dir=None, class_names_file=None):
     else:
         train_items, train_labels = paths, labels
         test_items, test_labels, _ = read_chip_folder(test_dir, folders, class_names_file)
-        if missing := sorted(set(annotations.chip_folders(test_dir, class_names_file)) - set(folders)):
+        if missing := sorted(set(chips.chip_folders(test_dir, class_names_file)) - set(folders)):
             raise ValueError(f"{test_dir}: classes {missing} have no training folder in {train_dir}")
     return train_items, train_labels, test_items, test_labels, read_class_names(class_names_file, folders)
 

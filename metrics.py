@@ -13,7 +13,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-import annotations
+import chips
 
 COUNTS = range(1, 11)                 # SARCount: 1 to 10 targets of one class per image
 COUNT_METRICS = ("accuracy", "within1", "mae")  # exact count, within one object (percent); mean error (objects)
@@ -193,13 +193,13 @@ def draw(mask, k, generator):
     return candidates[torch.randperm(len(candidates), generator=generator)[:k]]
 
 
-def held_out(labels, every=annotations.HOLD_OUT_EVERY):
+def held_out(labels, every=chips.HOLD_OUT_EVERY):
     """Bool mask: every `every`-th item of each class, in the given order, is held out
-    (annotations.chip_is_held_out, the rule that keeps a chips source's test split out of training)."""
+    (chips.chip_is_held_out, the rule that keeps a chips source's test split out of training)."""
     mask = torch.zeros(len(labels), dtype=torch.bool)
     for c in labels.unique():
         members = (labels == c).nonzero()[:, 0]
-        mask[members] = torch.tensor([annotations.chip_is_held_out(i, every) for i in range(len(members))])
+        mask[members] = torch.tensor([chips.chip_is_held_out(i, every) for i in range(len(members))])
     return mask
 
 

@@ -1,6 +1,7 @@
 """annotations.py: category names, class lists, and the VOC, COCO, YOLO and DOTA readers (axis-aligned
-and rotated boxes, odd encodings, images named the Windows way). The chip and csv readers, and what
-the build makes of every reader's Records, are tested through data.py's build in test_data.py."""
+and rotated boxes, odd encodings, images named the Windows way, the release's own split). The csv
+reader, chips.py's chip sets, and what the build makes of every reader's Records are tested through
+data.py's build in test_data.py."""
 import json
 import re
 from pathlib import Path

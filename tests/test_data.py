@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import annotations
+import chips
 import d2c
 import data
 import synthetic
@@ -123,7 +124,7 @@ def test_chip_classes_keep_their_own_words(tmp_path):
         gray_image(tmp_path / "chips" / cls / "0.png")
     (tmp_path / "names.txt").write_text("Cargo cargo ship\n")
     build_manifest([f"chips:{tmp_path / 'chips'}:{tmp_path / 'names.txt'}"], tmp_path / "c.jsonl", verbose=False)
-    prompts = annotations.chip_class_phrases(tmp_path / "names.txt", ["Cargo", "Tanker"])  # what eval.py prompts with
+    prompts = chips.chip_class_phrases(tmp_path / "names.txt", ["Cargo", "Tanker"])  # what eval.py prompts with
     for entry in read_manifest(tmp_path / "c.jsonl"):
         [(category, count)] = entry["counts"].items()
         assert category == prompts[Path(entry["image"]).parent.name].lower() and count == 1
@@ -136,7 +137,7 @@ def test_a_names_file_names_folders_however_an_export_spells_them(tmp_path):
     no folder is reported."""
     (tmp_path / "names.txt").write_text("BRDM2 BRDM2 armoured car\nZSU234 ZSU234 gun\nT80 T80 tank\n")
     problems = []
-    phrases = annotations.chip_class_phrases(tmp_path / "names.txt", ["BRDM_2", "ZSU_23_4", "T_72"], problems)
+    phrases = chips.chip_class_phrases(tmp_path / "names.txt", ["BRDM_2", "ZSU_23_4", "T_72"], problems)
     assert phrases == {"BRDM_2": "BRDM2 armoured car", "ZSU_23_4": "ZSU234 gun", "T_72": "T 72"}
     assert problems == [("class name with no folder (ignored)", f"{tmp_path / 'names.txt'}: T80")]
 
@@ -274,7 +275,7 @@ def test_csv_custom_columns_and_a_missing_column(tmp_path):
 
 
 def test_chip_split_rule_holds_out_every_fifth_chip_of_a_class():
-    assert [i for i in range(12) if annotations.chip_is_held_out(i)] == [4, 9]  # eval.py's test chips
+    assert [i for i in range(12) if chips.chip_is_held_out(i)] == [4, 9]  # eval.py's test chips
 
 
 def chip_folder(root, counts, size=64):
@@ -318,7 +319,7 @@ def test_mstar_raw_mixed_targets_layout_reads_its_classes_from_the_names_file(tm
         "COL1/SCENE1/BTR_60/004.png", "COL2/SCENE1/BRDM_2/004.png"]
     _, _, test, test_labels, phrases = evaluation.folder_chips(root, class_names_file=tmp_path / "names.txt")
     assert {str(p) for p in test} == held_out and phrases == ["BRDM2 scout car", "BTR60 carrier", "ZSU234 gun"]
-    assert list(annotations.chip_folders(root)) == ["COL1", "COL2"]  # without the names file: the top folders
+    assert list(chips.chip_folders(root)) == ["COL1", "COL2"]  # without the names file: the top folders
 
 
 def test_csv_and_chips_mix_with_a_voc_source(tmp_path):

@@ -8,7 +8,7 @@ import tifffile
 import torch
 from PIL import Image
 
-import annotations
+import chips
 from rasters import SARDataError, image_size, load_sar_image, raster_kind, read_mstar, read_tiff, unit_range
 
 
@@ -208,6 +208,6 @@ def test_mstar_files_are_chips_by_content_not_extension(tmp_path):
     for name in ("HB03333.015", "HB03334.015", "HB03335.016"):
         mstar_file(t72 / name, np.ones((8, 8), np.float32))
     (t72 / "notes.001").write_text("not an image")  # a number for extension, no Phoenix header: left out
-    assert [p.name for p in annotations.chip_files(tmp_path / "TEST" / "T72")] == ["HB03333.015", "HB03334.015", "HB03335.016"]
-    records = annotations.read_chips(tmp_path / "TEST")
+    assert [p.name for p in chips.chip_files(tmp_path / "TEST" / "T72")] == ["HB03333.015", "HB03334.015", "HB03335.016"]
+    records = chips.read_chips(tmp_path / "TEST")
     assert [(r.width, r.height, r.objects[0]["category"]) for r in records] == [(8, 8, "T72")] * 3

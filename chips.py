@@ -1,0 +1,107 @@
+"""Classification chip sets as MMSAR sources: one folder of images per class (MSTAR, FUSAR-Ship).
+
+A chip is a small image centred on one target of its class. Each chip becomes a Record with one
+object, its class phrase, so D2C captions it in the words a zero-shot prompt uses ("a SAR image of a
+T72 tank"). The classes are folders (chip_folders), named in a zero-shot prompt's words by an
+optional names file (chip_class_phrases), and every 5th chip of a class is held out (chip_is_held_out):
+data.py's chips source and eval.py's chip folders read these same functions, so the chips a model
+is tested on are never the ones it trained on.
+"""
+from pathlib import Path
+
+from annotations import IMAGE_EXTENSIONS, Record, category_name, files_below, read_text, squash
+from rasters import SARDataError, image_size, is_mstar_file
+
+
+HOLD_OUT_EVERY = 5  # every 5th chip of a class, in file-name order, is held out: eval.py tests on these
+
+
+def chip_files(folder):
+    """The images under a folder, in the order the held-out rule counts them: sorted paths of any image
+    extension, and MSTAR's own files (HB03333.015: a number for extension, a Phoenix header inside),
+    sub-folders included."""
+    return [p for p in files_below(folder) if p.suffix.lower() in IMAGE_EXTENSIONS or is_mstar_file(p)]
+
+
+def chip_folders(root, names=None):
+    """{class folder name: its chips in chip_files' order}, sorted by name: the classes of a chip set.
+
+    A chip's class is the folder below root that holds it (T72/, Cargo/; its sub-folders too: MSTAR's
+    BMP2/SN_9563/). With a names file (chip_class_phrases), it is the folder nearest root on the chip's
+    path that the file names, so MSTAR's raw mixed-targets CD reads as shipped: 17_DEG/COL2/SCENE1/
+    BRDM_2/HB14931.000 is a BRDM_2 chip when the file names BRDM2. data.py's chips source and eval.py's
+    chip folders both read this, so they hold out the same chips. Images at root itself have no class.
+    """
+    root = Path(root)
+    named = {squash(line.split()[0]) for line in read_text(names).splitlines() if line.strip()} if names else set()
+    classes = {}
+    for path in chip_files(root):
+        if folders := path.relative_to(root).parts[:-1]:
+            classes.setdefault(next((f for f in folders if squash(f) in named), folders[0]), []).append(path)
+    return dict(sorted(classes.items()))
+
+
+def chip_is_held_out(position, every=HOLD_OUT_EVERY):
+    """True for the chips a model must not train on: positions 4, 9, 14, ... (0-based) in chip_files,
+    every `every`-th chip of its class. One rule for data.py's "test" split and eval.py's test set."""
+    return (position + 1) % every == 0
+
+
+def chip_class_phrases(path, folders, problems=None):
+    """{folder: phrase} from a names file of lines "folder phrase" ("T72 T72 tank"), path None for none.
+
+    Names match folders as class names do (squash: "BRDM2" names the folder "BRDM_2", as MSTAR's JPEG
+    exports spell it). A folder not named there is its own phrase, underscores read as spaces
+    ("Fishing_Boat" -> "Fishing Boat"): the rule of eval.py's read_class_names, so captions use a
+    zero-shot prompt's words. A name with no folder is reported in problems.
+    """
+    named = {}  # squash(folder as the file writes it): (as written, phrase)
+    for line in read_text(path).splitlines() if path else []:
+        folder, _, phrase = line.strip().partition(" ")
+        if folder:
+            named[squash(folder)] = (folder, phrase.strip() or folder)
+    present = {squash(folder) for folder in folders}
+    for unknown in sorted(written for key, (written, _) in named.items() if key not in present):
+        (problems if problems is not None else []).append(("class name with no folder (ignored)", f"{path}: {unknown}"))
+    return {folder: named[squash(folder)][1] if squash(folder) in named else folder.replace("_", " ")
+            for folder in folders}
+
+
+def chip_object(phrase, width, height):
+    """A chip's one object: the class phrase's category, its box the chip's middle half, size unknown.
+
+    Chip sets centre the target (MSTAR, FUSAR-Ship, OpenSARShip), but its extent is unknown: a target
+    may fill the chip or a tenth of it. The middle half [W/4, H/4, 3W/4, 3H/4] puts the centre where
+    it is known to be (D2C says "at the centre", true), and a crop of it keeps the target's core;
+    size_known False stops D2C from calling it "large" or giving it a length the box does not measure.
+    """
+    box = [width / 4, height / 4, 3 * width / 4, 3 * height / 4]
+    return {"category": category_name(phrase, merge=False), "box": box, "size_known": False}
+
+
+def read_chips(folder, names=None, problems=None):
+    """A folder-per-class chip set (MSTAR, FUSAR-Ship, OpenSARShip): one Record per chip, one object each.
+
+    names: the optional "folder phrase" file (chip_class_phrases; it also finds classes nested deeper,
+    see chip_folders). The split is fixed by the set: chip_is_held_out chips are "test", the rest
+    "train", counted over chip_folders' lists so that a chip that fails to read does not shift the
+    others. Raises SARDataError when folder holds no chips in class folders.
+    """
+    folder, problems = Path(folder), [] if problems is None else problems
+    classes = chip_folders(folder, names) if folder.is_dir() else {}
+    if not classes:
+        raise SARDataError(f"{folder}: no class folders with images (a chips source is one sub-folder of "
+                           "images per class)")
+    for empty in sorted(p for p in folder.iterdir() if p.is_dir() and not chip_files(p)):
+        problems.append(("class folder has no images", str(empty)))
+    records = []
+    for folder_name, phrase in chip_class_phrases(names, list(classes), problems).items():
+        for position, path in enumerate(classes[folder_name]):
+            try:
+                width, height = image_size(path)
+            except SARDataError as error:
+                problems.append(("corrupt image", str(error)))
+                continue
+            records.append(Record(str(path), width, height, [chip_object(phrase, width, height)], chip=True,
+                                  split="test" if chip_is_held_out(position) else "train", annotation=str(path)))
+    return records
