@@ -304,14 +304,14 @@ def split_named(name):
 def voc_annotation_files(folder):
     """[(XML path, the release's split or None)] of a VOC folder, in one of five layouts:
 
-    - folder/Annotations/*.xml, images in folder/JPEGImages/ (the VOC devkit's layout);
     - folder/Annotations_train/, Annotations_val/, Annotations_test/: one folder per split, as the
       official SSDD release ships them (its Annotations_test_inshore/ and _offshore/ are subsets of
       the test split, not read again; its Annotations/, when present, is the union: not read either);
-    - folder itself holding the XML files, its name the split if it names one (split_named:
-      Annotations_test/, or a Roboflow export's test/);
+    - folder/Annotations/*.xml, images in folder/JPEGImages/ (the VOC devkit's layout);
+    - folder itself holding the XML files (pointed at Annotations_test/, or a Roboflow export's test/);
     - folder/NAME-xml/, images in NAME-data/ beside it (AIR-SARShip-2.0-xml/ and -data/);
     - folder/train/, valid/, test/, each holding XML files and their images (Roboflow's VOC export).
+    In the middle three the split is the one folder's own name states, if any (split_named).
     """
     per_split = [(folder / f"Annotations_{split}", split) for split in SPLITS]
     if any(path.is_dir() for path, _ in per_split):
