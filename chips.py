@@ -7,6 +7,7 @@ optional names file (chip_class_phrases), and every 5th chip of a class is held 
 data.py's chips source and eval.py's chip folders read these same functions, so the chips a model
 is tested on are never the ones it trained on.
 """
+import re
 from pathlib import Path
 
 from annotations import IMAGE_EXTENSIONS, Record, category_name, files_below, read_text, squash
@@ -23,21 +24,30 @@ def chip_files(folder):
     return [p for p in files_below(folder) if p.suffix.lower() in IMAGE_EXTENSIONS or is_mstar_file(p)]
 
 
-def chip_folders(root, names=None):
+def chip_folders(root, names=None, problems=None):
     """{class folder name: its chips in chip_files' order}, sorted by name: the classes of a chip set.
 
     A chip's class is the folder below root that holds it (T72/, Cargo/; its sub-folders too: MSTAR's
     BMP2/SN_9563/). With a names file (chip_class_phrases), it is the folder nearest root on the chip's
     path that the file names, so MSTAR's raw mixed-targets CD reads as shipped: 17_DEG/COL2/SCENE1/
-    BRDM_2/HB14931.000 is a BRDM_2 chip when the file names BRDM2. data.py's chips source and eval.py's
-    chip folders both read this, so they hold out the same chips. Images at root itself have no class.
+    BRDM_2/HB14931.000 is a BRDM_2 chip when the file names BRDM2. A folder that holds named classes
+    (COL2/) is then no class itself: its chips in no named folder (COL2/SCENE1/SLICY/, a calibration
+    target) are left out and reported in problems. data.py's chips source and eval.py's chip folders
+    both read this, so they hold out the same chips. Images at root itself have no class.
     """
     root = Path(root)
     named = {squash(line.split()[0]) for line in read_text(names).splitlines() if line.strip()} if names else set()
-    classes = {}
+    classes, holders = {}, set()
     for path in chip_files(root):
         if folders := path.relative_to(root).parts[:-1]:
-            classes.setdefault(next((f for f in folders if squash(f) in named), folders[0]), []).append(path)
+            name = next((f for f in folders if squash(f) in named), folders[0])
+            holders |= {folders[0]} - {name}
+            classes.setdefault(name, []).append(path)
+    for holder in sorted(holders & set(classes)):
+        left_out = classes.pop(holder)
+        (problems if problems is not None else []).append((
+            "chips in no class folder the names file names (left out)",
+            f"{root / holder}: {len(left_out)} chips, e.g. {left_out[0].relative_to(root)}"))
     return dict(sorted(classes.items()))
 
 
@@ -51,9 +61,10 @@ def chip_class_phrases(path, folders, problems=None):
     """{folder: phrase} from a names file of lines "folder phrase" ("T72 T72 tank"), path None for none.
 
     Names match folders as class names do (squash: "BRDM2" names the folder "BRDM_2", as MSTAR's JPEG
-    exports spell it). A folder not named there is its own phrase, underscores read as spaces
-    ("Fishing_Boat" -> "Fishing Boat"): the rule of eval.py's read_class_names, so captions use a
-    zero-shot prompt's words. A name with no folder is reported in problems.
+    exports spell it). A folder not named there is its own phrase, its underscores and CamelCase read
+    as spaces ("Fishing_Boat" -> "Fishing Boat", FUSAR-Ship's "GeneralCargo" -> "General Cargo"): the
+    rule of eval.py's read_class_names, so captions use a zero-shot prompt's words. A name with no
+    folder is reported in problems.
     """
     named = {}  # squash(folder as the file writes it): (as written, phrase)
     for line in read_text(path).splitlines() if path else []:
@@ -63,8 +74,12 @@ def chip_class_phrases(path, folders, problems=None):
     present = {squash(folder) for folder in folders}
     for unknown in sorted(written for key, (written, _) in named.items() if key not in present):
         (problems if problems is not None else []).append(("class name with no folder (ignored)", f"{path}: {unknown}"))
-    return {folder: named[squash(folder)][1] if squash(folder) in named else folder.replace("_", " ")
-            for folder in folders}
+    return {folder: named[squash(folder)][1] if squash(folder) in named else words(folder) for folder in folders}
+
+
+def words(folder):
+    """A folder name as words: "fishing_boat" -> "fishing boat", "GeneralCargo" -> "General Cargo"."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", folder.replace("_", " "))
 
 
 def chip_object(phrase, width, height):
@@ -88,7 +103,7 @@ def read_chips(folder, names=None, problems=None):
     others. Raises SARDataError when folder holds no chips in class folders.
     """
     folder, problems = Path(folder), [] if problems is None else problems
-    classes = chip_folders(folder, names) if folder.is_dir() else {}
+    classes = chip_folders(folder, names, problems) if folder.is_dir() else {}
     if not classes:
         raise SARDataError(f"{folder}: no class folders with images (a chips source is one sub-folder of "
                            "images per class)")

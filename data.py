@@ -14,7 +14,7 @@ as they are). The embedded synthetic default set lives in synthetic.py.
                          --source voc:mstar_scenes:mstar_scenes/classes.txt \\
                          --source chips:mstar_chips_17deg:mstar_names.txt \\
                          --source SARCAP=csv:SARCAP/train.csv --out mmsar.jsonl
-    python data.py sarcount --manifest mmsar.jsonl --out sarcount.jsonl --split test
+    python data.py sarcount --manifest mmsar.jsonl --out sarcount.jsonl
 
 A manifest is JSON Lines, one image per line (the keys after "source_named" only when they apply):
 
@@ -44,7 +44,8 @@ from collections import Counter
 from pathlib import Path
 
 import d2c
-from annotations import CSV_COLUMNS, KNOWN_CATEGORIES, READERS, category_name, is_bare_number, read_class_list, read_csv
+from annotations import (CSV_COLUMNS, HELD_OUT_FIRST, KNOWN_CATEGORIES, READERS, category_name, is_bare_number,
+                         read_class_list, read_csv)
 from chips import read_chips
 from rasters import SARDataError, image_size
 
@@ -203,32 +204,34 @@ def build_manifest(sources, out_path, n_captions=5, split=None, verbose=True):
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_dir, tmp = out_path.parent.resolve(), out_path.with_name(out_path.name + ".tmp")
     stats = {"images": Counter(), "objects": Counter(), "images_with": Counter(), "splits": Counter(), "problems": []}
-    problems = stats["problems"]
+    problems, entries = stats["problems"], {}  # entries: {image: (source label, entry)}, in reading order
     try:
+        for spec in sources:
+            name, kind, path, extra, folder = parse_source(spec)
+            records, named = read_source(kind, path, extra, problems)
+            refuse_unnamed_classes(records, spec)
+            if not records:
+                problems.append(("no annotations found", f"{kind}:{path}"))
+            label, known = name or folder.name, KNOWN_CATEGORIES | named
+            for record in records:
+                if not (record := checked(record, problems, known)):
+                    continue
+                record.source, key = name or "", os.path.relpath(Path(record.image).resolve(), folder)
+                try:
+                    entry = manifest_entry(record, Path(key).as_posix(), out_dir, n_captions, split, label)
+                except ValueError as error:  # D2C refused the record
+                    problems.append(("not captioned", f"{record.image}: {error}"))
+                    continue
+                keep_once(entries, str(Path(record.image).resolve()), label, entry, problems)
         with open(tmp, "w") as out:
-            for spec in sources:
-                name, kind, path, extra, folder = parse_source(spec)
-                records, named = read_source(kind, path, extra, problems)
-                refuse_unnamed_classes(records, spec)
-                if not records:
-                    problems.append(("no annotations found", f"{kind}:{path}"))
-                label, known = name or folder.name, KNOWN_CATEGORIES | named
-                for record in records:
-                    if not (record := checked(record, problems, known)):
-                        continue
-                    record.source, key = name or "", os.path.relpath(Path(record.image).resolve(), folder)
-                    try:
-                        entry = manifest_entry(record, Path(key).as_posix(), out_dir, n_captions, split, label)
-                    except ValueError as error:  # D2C refused the record
-                        problems.append(("not captioned", f"{record.image}: {error}"))
-                        continue
-                    out.write(json.dumps(entry) + "\n")
-                    stats["images"][label] += 1
-                    stats["splits"][entry["split"]] += 1
-                    no_objects = "(csv captions)" if record.captions else "(no objects)"
-                    for category, count in (entry["counts"] or {no_objects: 0}).items():
-                        stats["objects"][label, category] += count
-                        stats["images_with"][label, category] += 1
+            for label, entry in entries.values():
+                out.write(json.dumps(entry) + "\n")
+                stats["images"][label] += 1
+                stats["splits"][entry["split"]] += 1
+                no_objects = "(csv captions)" if entry.get("captions_from") else "(no objects)"
+                for category, count in (entry["counts"] or {no_objects: 0}).items():
+                    stats["objects"][label, category] += count
+                    stats["images_with"][label, category] += 1
         if not stats["images"]:
             raise SARDataError(f"{out_path}: no usable image in {', '.join(sources)}; nothing written\n{summary(stats)}")
         os.replace(tmp, out_path)
@@ -237,6 +240,20 @@ def build_manifest(sources, out_path, n_captions=5, split=None, verbose=True):
     if verbose:
         print(summary(stats))
     return stats
+
+
+def keep_once(entries, image, label, entry, problems):
+    """Add entry for image to entries, unless the image is there already (two sources, or two files of
+    one, name it): then the held-out one stays (test before val before train), so no test image is
+    trained on, and the other is reported."""
+    if image not in entries:
+        entries[image] = (label, entry)
+        return
+    first = entries[image][1]
+    if HELD_OUT_FIRST.index(entry["split"]) < HELD_OUT_FIRST.index(first["split"]):
+        entries[image] = (label, entry)
+    kept = entries[image][1]["split"]
+    problems.append(("image read twice (kept once)", f"{image}: {first['split']} and {entry['split']}; kept in {kept}"))
 
 
 def summary(stats):
@@ -292,7 +309,8 @@ def write_sarcount(manifests, out_path, split=None):
     """A SARCount manifest from detection manifests; returns Counter(count: images).
 
     Entries are kept as they are (image paths relative to the new manifest's folder where they can
-    be), with their own split, or `split` for all ("test": a set kept for evaluation).
+    be), with their own split, or `split` for all: "test" only for manifests built wholly for
+    evaluation (`build --split test`), since it would also mark their training images as test.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,11 +339,13 @@ def main(argv=None):
                             "(a folder per class); csv:FILE[:IMAGE_COLUMN:CAPTION_COLUMN]; repeat for more")
     build.add_argument("--out", required=True, help="the manifest to write (.jsonl)")
     build.add_argument("--captions", type=int, default=5, help="D2C captions per image")
-    build.add_argument("--split", choices=["train", "val", "test"], help="one split for all (default: hashed)")
+    build.add_argument("--split", choices=["train", "val", "test"],
+                       help="one split for every source (default: the release's own, else hashed)")
     sarcount = commands.add_parser("sarcount", help="a SARCount benchmark: images with 1-10 targets of one class")
     sarcount.add_argument("--manifest", nargs="+", required=True, help="detection manifests (data.py build)")
     sarcount.add_argument("--out", required=True, help="the SARCount manifest to write (.jsonl)")
-    sarcount.add_argument("--split", choices=["train", "val", "test"], help="one split for all (default: kept)")
+    sarcount.add_argument("--split", choices=["train", "val", "test"],
+                          help="one split for all (default: kept; test only for a manifest built for evaluation)")
     args = parser.parse_args(argv)
     if args.command == "build":
         build_manifest(args.source, args.out, args.captions, args.split)

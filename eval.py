@@ -233,7 +233,10 @@ def read_chip_folder(root, class_names=None, names_file=None):
     for empty in sorted(p for p in root.iterdir() if p.is_dir() and not chips.chip_files(p)):
         extensions = " ".join(annotations.IMAGE_EXTENSIONS)
         raise ValueError(f"{empty}: class folder has no images ({extensions} or MSTAR's own files)")
-    found = chips.chip_folders(root, names_file)
+    problems = []
+    found = chips.chip_folders(root, names_file, problems)
+    for kind, where in problems:  # the same report data.py's build gives
+        print(f"{where}: {kind}", file=sys.stderr)
     folders = class_names or list(found)
     if not folders:
         raise ValueError(f"{root}: no class folders (expected one sub-folder of images per class)")

@@ -137,9 +137,30 @@ def test_a_names_file_names_folders_however_an_export_spells_them(tmp_path):
     no folder is reported."""
     (tmp_path / "names.txt").write_text("BRDM2 BRDM2 armoured car\nZSU234 ZSU234 gun\nT80 T80 tank\n")
     problems = []
-    phrases = chips.chip_class_phrases(tmp_path / "names.txt", ["BRDM_2", "ZSU_23_4", "T_72"], problems)
-    assert phrases == {"BRDM_2": "BRDM2 armoured car", "ZSU_23_4": "ZSU234 gun", "T_72": "T 72"}
+    folders = ["BRDM_2", "ZSU_23_4", "T_72", "GeneralCargo"]
+    phrases = chips.chip_class_phrases(tmp_path / "names.txt", folders, problems)
+    assert phrases == {"BRDM_2": "BRDM2 armoured car", "ZSU_23_4": "ZSU234 gun", "T_72": "T 72",
+                       "GeneralCargo": "General Cargo"}  # unnamed: FUSAR-Ship's CamelCase read as words
     assert problems == [("class name with no folder (ignored)", f"{tmp_path / 'names.txt'}: T80")]
+
+
+def test_an_image_two_sources_name_is_kept_once_in_its_held_out_split(tmp_path):
+    """HRSID's whole set (train_test2017.json, hashed) built beside its test2017.json names the test
+    images twice: each is kept once, as a test image, and reported; counts are of what was written."""
+    coco = {"images": [{"id": i, "file_name": f"{i}.jpg"} for i in range(6)], "categories": [{"id": 1, "name": "ship"}],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 10, 10]} for i in range(6)]}
+    for i in range(6):
+        gray_image(tmp_path / "JPEGImages" / f"{i}.jpg")
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "train_test2017.json").write_text(json.dumps(coco))
+    coco["images"] = coco["images"][:3]
+    (tmp_path / "annotations" / "test2017.json").write_text(json.dumps(coco))
+    sources = [f"HRSID=coco:{tmp_path / 'annotations' / name}" for name in ("train_test2017.json", "test2017.json")]
+    stats = build_manifest(sources, tmp_path / "m.jsonl", verbose=False)
+    splits = {Path(e["image"]).stem: e["split"] for e in read_manifest(tmp_path / "m.jsonl")}
+    assert len(splits) == 6 and [splits[str(i)] for i in range(3)] == ["test"] * 3
+    assert [kind for kind, _ in stats["problems"]] == ["image read twice (kept once)"] * 3
+    assert stats["images"] == {"HRSID": 6} and sum(stats["splits"].values()) == 6
 
 
 def test_malformed_coco_json_is_reported_not_raised(tmp_path):
@@ -309,9 +330,11 @@ def test_mstar_raw_mixed_targets_layout_reads_its_classes_from_the_names_file(tm
     import eval as evaluation
     root = tmp_path / "17_DEG"
     chip_folder(root / "COL1" / "SCENE1", {"BTR_60": 5})
-    chip_folder(root / "COL2" / "SCENE1", {"BRDM_2": 6, "ZSU_23_4": 4})
+    chip_folder(root / "COL2" / "SCENE1", {"BRDM_2": 6, "ZSU_23_4": 4, "SLICY": 2})  # SLICY: no vehicle
     (tmp_path / "names.txt").write_text("BTR60 BTR60 carrier\nBRDM2 BRDM2 scout car\nZSU234 ZSU234 gun\n")
-    build_manifest([f"chips:{root}:{tmp_path / 'names.txt'}"], tmp_path / "m.jsonl", verbose=False)
+    stats = build_manifest([f"chips:{root}:{tmp_path / 'names.txt'}"], tmp_path / "m.jsonl", verbose=False)
+    [(kind, where)] = stats["problems"]  # not a class named "COL2": left out, and said
+    assert kind.endswith("(left out)") and where == f"{root / 'COL2'}: 2 chips, e.g. COL2/SCENE1/SLICY/000.png"
     entries = read_manifest(tmp_path / "m.jsonl")
     assert Counter(e["boxes"][0][4] for e in entries) == {"BTR60 carrier": 5, "BRDM2 scout car": 6, "ZSU234 gun": 4}
     held_out = {e["image"] for e in entries if e["split"] == "test"}
