@@ -290,7 +290,7 @@ def parse_voc(path, image_roots, classes=None):
 
 
 SPLITS = ("train", "val", "test")
-HELD_OUT_FIRST = ("test", "val", "train")  # an image a release puts in two splits stays in the first
+HELD_OUT_FIRST = ("test", "val", "train")  # an image listed in two splits stays in the first
 
 
 def split_named(name):
@@ -363,21 +363,6 @@ def voc_split_lists(folder, problems):
     return splits, scenes
 
 
-def held_out_once(records, problems):
-    """The records less those whose image the release also puts in a held-out split (an image under
-    Annotations_train/ and Annotations_test/ both stays in test), each reported."""
-    split_of = {}
-    for record in records:
-        if record.split:
-            split_of[record.image] = min(split_of.get(record.image, record.split), record.split,
-                                         key=HELD_OUT_FIRST.index)
-    for record in records:
-        if record.split and split_of[record.image] != record.split:
-            problems.append(("listed in two splits", f"{record.annotation}: {record.image} is also in "
-                             f"{split_of[record.image]}; kept there only"))
-    return [r for r in records if not r.split or split_of[r.image] == r.split]
-
-
 def read_voc(folder, classes=None, problems=None):
     """Pascal VOC (SSDD, RSDD-SAR, AIR-SARShip-2.0, SAR-AIRcraft, MSAR): XML files in one of
     voc_annotation_files' layouts, images in JPEGImages/ (or JPEGImages_test/ ... beside Annotations_test/).
@@ -404,7 +389,7 @@ def read_voc(folder, classes=None, problems=None):
         record.split = split or listed_splits.get(path.stem)
         record.scene = record.scene or listed_scenes.get(path.stem)
         records.append(record)
-    return held_out_once(records, problems)
+    return records
 
 
 def coco_split(path):

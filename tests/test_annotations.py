@@ -95,12 +95,12 @@ def test_read_voc_roboflow_export_split_folders_with_images_beside_their_xml(tmp
         (str(tmp_path / "train" / "train1.jpg"), "train"), (str(tmp_path / "valid" / "valid1.jpg"), "val")]
 
 
-def test_an_image_in_two_split_folders_is_held_out_once(tmp_path):
-    root = official_ssdd(tmp_path, {"train": ["000001", "000002"], "test": ["000002"]})
-    problems = []
-    assert [(Path(r.image).stem, r.split) for r in read_voc(root, problems=problems)] == [
+def test_an_image_in_two_split_folders_is_built_once_in_test(tmp_path):
+    root = official_ssdd(tmp_path / "ssdd", {"train": ["000001", "000002"], "test": ["000002"]})
+    stats = build_manifest([f"SSDD=voc:{root}"], tmp_path / "m.jsonl", verbose=False)
+    assert [(Path(e["image"]).stem, e["split"]) for e in read_manifest(tmp_path / "m.jsonl")] == [
         ("000001", "train"), ("000002", "test")]
-    assert [kind for kind, _ in problems] == ["listed in two splits"] and "Annotations_train" in problems[0][1]
+    assert [kind for kind, _ in stats["problems"]] == ["image read twice (kept once)"]
 
 
 GAOFEN_XML = """<annotation><source><filename>1.tiff</filename></source><objects><object>
