@@ -4,11 +4,12 @@ Detection sets come in four formats: Pascal VOC (SSDD, RSDD-SAR, SAR-AIRcraft, M
 XML of AIR-SARShip-2.0; axis-aligned or rotated boxes), COCO JSON (HRSID, SARDet-100K), YOLO text
 labels (SAR-Ship-Dataset, SADD; boxes or rotated polygons) and DOTA text labels (SIVED, SRSDD).
 Captioned image sets, a csv file of image paths and captions (SARCAP), become Records too, and so do
-classification chips (chips.py, built on this file's Record). Every class name is mapped to MMSAR's category names, so "boat", "vessel" and "cargo ship" all
-become "ship". Text is decoded however the release saved it (UTF-8, UTF-16, GBK): many of these sets
-were made with Chinese annotation tools. A release's own split travels with each Record (SSDD's
-Annotations_train/ and Annotations_test/, the VOC devkit's ImageSets lists, the train/ val/ test/
-folders of YOLO and DOTA sets, a COCO file named for its split); data.py hashes the rest.
+classification chips (chips.py, built on this file's Record). Every class name is mapped to MMSAR's
+category names, so "boat", "vessel" and "cargo ship" all become "ship". Text is decoded however the
+release saved it (UTF-8, UTF-16, GBK): many of these sets were made with Chinese annotation tools.
+A release's own split travels with each Record (SSDD's Annotations_train/ and Annotations_test/, the
+VOC devkit's ImageSets lists, the train/ val/ test/ folders of YOLO and DOTA sets, a COCO file named
+for its split); data.py hashes the rest.
 
 A reader never stops at a bad file: it notes (kind of problem, file and detail) in `problems` and
 goes on. data.py checks the Records against their images and writes them as an MMSAR manifest.
@@ -36,8 +37,8 @@ from rasters import SARDataError, image_size
 # Dredger, Fishing) and FUSAR-Ship's and OpenSARShip's (GeneralCargo, LawEnforce, Passenger, ...).
 CATEGORY_NAMES = {
     **dict.fromkeys(["ship", "boat", "vessel", "cargo", "cargo ship", "container ship", "tanker", "ferry",
-                     "bulk carrier", "bulk cargo", "fishing", "fishing boat", "passenger ship", "tug", "dredger", "warship",
-                     "other ship", "container", "cell container", "ore oil", "oil tanker", "lawco",
+                     "bulk carrier", "bulk cargo", "fishing", "fishing boat", "passenger ship", "tug", "dredger",
+                     "warship", "other ship", "container", "cell container", "ore oil", "oil tanker", "lawco",
                      "law enforcement", "law enforce", "general cargo", "passenger", "dredging"], "ship"),
     **dict.fromkeys(["aircraft", "airplane", "aeroplane", "plane", "A220", "A320/321", "A330", "A350",
                      "ARJ21", "Boeing737", "Boeing747", "Boeing787"], "aircraft"),

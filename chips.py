@@ -32,22 +32,26 @@ def chip_folders(root, names=None, problems=None):
     path that the file names, so MSTAR's raw mixed-targets CD reads as shipped: 17_DEG/COL2/SCENE1/
     BRDM_2/HB14931.000 is a BRDM_2 chip when the file names BRDM2. A folder that holds named classes
     (COL2/) is then no class itself: its chips in no named folder (COL2/SCENE1/SLICY/, a calibration
-    target) are left out and reported in problems. data.py's chips source and eval.py's chip folders
-    both read this, so they hold out the same chips. Images at root itself have no class.
+    target) are left out and reported in problems, as is a folder below root with no chip at all.
+    data.py's chips source and eval.py's chip folders both read this, so they hold out the same
+    chips. Images at root itself have no class.
     """
     root = Path(root)
     named = {squash(line.split()[0]) for line in read_text(names).splitlines() if line.strip()} if names else set()
-    classes, holders = {}, set()
+    problems = [] if problems is None else problems
+    classes, holders, tops = {}, set(), set()
     for path in chip_files(root):
         if folders := path.relative_to(root).parts[:-1]:
             name = next((f for f in folders if squash(f) in named), folders[0])
             holders |= {folders[0]} - {name}
+            tops.add(folders[0])
             classes.setdefault(name, []).append(path)
+    for empty in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in tops):
+        problems.append(("class folder has no images", str(empty)))
     for holder in sorted(holders & set(classes)):
         left_out = classes.pop(holder)
-        (problems if problems is not None else []).append((
-            "chips in no class folder the names file names (left out)",
-            f"{root / holder}: {len(left_out)} chips, e.g. {left_out[0].relative_to(root)}"))
+        problems.append(("chips in no class folder the names file names (left out)",
+                         f"{root / holder}: {len(left_out)} chips, e.g. {left_out[0].relative_to(root)}"))
     return dict(sorted(classes.items()))
 
 
@@ -107,8 +111,6 @@ def read_chips(folder, names=None, problems=None):
     if not classes:
         raise SARDataError(f"{folder}: no class folders with images (a chips source is one sub-folder of "
                            "images per class)")
-    for empty in sorted(p for p in folder.iterdir() if p.is_dir() and not chip_files(p)):
-        problems.append(("class folder has no images", str(empty)))
     records = []
     for folder_name, phrase in chip_class_phrases(names, list(classes), problems).items():
         for position, path in enumerate(classes[folder_name]):

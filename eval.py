@@ -225,21 +225,25 @@ def read_chip_folder(root, class_names=None, names_file=None):
     classes found as data.py's chips source finds them (chips.chip_folders; names_file, the
     "folder phrase" file, also finds classes nested deeper, as in MSTAR's raw mixed-targets CD).
 
-    class_names: the class folders to read, in label order (a test set must use its training set's order).
+    class_names: the class folders to read, in label order (a test set must use its training set's order;
+    a class it has and they lack is a ValueError).
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such chip folder (expected one sub-folder of images per class)")
-    for empty in sorted(p for p in root.iterdir() if p.is_dir() and not chips.chip_files(p)):
-        extensions = " ".join(annotations.IMAGE_EXTENSIONS)
-        raise ValueError(f"{empty}: class folder has no images ({extensions} or MSTAR's own files)")
     problems = []
     found = chips.chip_folders(root, names_file, problems)
-    for kind, where in problems:  # the same report data.py's build gives
+    for kind, where in problems:  # the report data.py's build gives, but an empty class folder stops here
+        if kind == "class folder has no images":
+            extensions = " ".join(annotations.IMAGE_EXTENSIONS)
+            raise ValueError(f"{where}: class folder has no images ({extensions} or MSTAR's own files)")
         print(f"{where}: {kind}", file=sys.stderr)
     folders = class_names or list(found)
     if not folders:
         raise ValueError(f"{root}: no class folders (expected one sub-folder of images per class)")
+    if class_names and (missing := sorted(set(found) - set(class_names))):
+        raise ValueError(f"{root}: classes {missing} have no training folder (the training classes: "
+                         f"{', '.join(class_names)})")
     paths, labels = [], []
     for label, name in enumerate(folders):  # a test set may lack a class; its training set may not
         paths += found.get(name, [])
@@ -281,8 +285,6 @@ def folder_chips(train_dir, test_dir=None, class_names_file=None):
     else:
         train_items, train_labels = paths, labels
         test_items, test_labels, _ = read_chip_folder(test_dir, folders, class_names_file)
-        if missing := sorted(set(chips.chip_folders(test_dir, class_names_file)) - set(folders)):
-            raise ValueError(f"{test_dir}: classes {missing} have no training folder in {train_dir}")
     return train_items, train_labels, test_items, test_labels, read_class_names(class_names_file, folders)
 
 
