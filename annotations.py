@@ -453,9 +453,13 @@ DOTA_LABELS = ("labelTxt", "labels")  # DOTA's own name; SRSDD calls it labels/
 
 
 def label_files(folder, subfolders):
-    """The .txt label files of a YOLO or DOTA set: in the first of folder/<subfolders> present, else in folder."""
+    """The .txt label files of a YOLO or DOTA set: in the first of folder/<subfolders> present, else
+    those in a label folder deeper down (Roboflow's train/labels/; its README.roboflow.txt beside them
+    is no label file), else, for a flat set with no label folder, every .txt in folder."""
     labels = next((folder / name for name in subfolders if (folder / name).is_dir()), folder)
-    return [p for p in files_below(labels) if p.suffix == ".txt" and p.name != "classes.txt"]
+    found = [p for p in files_below(labels) if p.suffix == ".txt" and p.name != "classes.txt"]
+    in_label_folder = [p for p in found if set(p.relative_to(labels).parts[:-1]) & set(subfolders)]
+    return in_label_folder if labels == folder and in_label_folder else found
 
 
 def labelled_image(folder, path, subfolders):

@@ -2,10 +2,10 @@
 
 A chip is a small image centred on one target of its class. Each chip becomes a Record with one
 object, its class phrase, so D2C captions it in the words a zero-shot prompt uses ("a SAR image of a
-T72 tank"). The classes are folders (chip_folders), named in a zero-shot prompt's words by an
-optional names file (chip_class_phrases), and every 5th chip of a class is held out (chip_is_held_out):
-data.py's chips source and eval.py's chip folders read these same functions, so the chips a model
-is tested on are never the ones it trained on.
+T72 tank"). The classes are folders (chip_folders; OpenSARShip's are in its file names), named in
+a zero-shot prompt's words by an optional names file (chip_class_phrases), and every 5th chip of a
+class is held out (chip_is_held_out): data.py's chips source and eval.py's chip folders read these
+same functions, so the chips a model is tested on are never the ones it trained on.
 """
 import re
 from pathlib import Path
@@ -15,6 +15,10 @@ from rasters import SARDataError, image_size, is_mstar_file
 
 
 HOLD_OUT_EVERY = 5  # every 5th chip of a class, in file-name order, is held out: eval.py tests on these
+
+# OpenSARShip's chips: Patch_Uint8/Visual_<class>_x<range>_y<azimuth>_<pol>.tif in each scene's folder.
+OPENSARSHIP_PATCH = re.compile(r"(?:Visual_)?(?P<name>.+)_x\d+_y\d+(?:_(?P<pol>[vh][vh]))?", re.IGNORECASE)
+CO_POLARISED = ("vv", "hh", None)  # a chip's polarisation read first (as rasters.py reads band 0)
 
 
 def chip_files(folder):
@@ -39,8 +43,11 @@ def chip_folders(root, names=None, problems=None):
     root = Path(root)
     named = {squash(line.split()[0]) for line in read_text(names).splitlines() if line.strip()} if names else set()
     problems = [] if problems is None else problems
+    files = chip_files(root)
+    if any(is_opensarship_patch(path) for path in files):
+        return opensarship_classes(root, files, problems)
     classes, holders, tops = {}, set(), set()
-    for path in chip_files(root):
+    for path in files:
         if folders := path.relative_to(root).parts[:-1]:
             name = next((f for f in folders if squash(f) in named), folders[0])
             holders |= {folders[0]} - {name}
@@ -52,6 +59,35 @@ def chip_folders(root, names=None, problems=None):
         left_out = classes.pop(holder)
         problems.append(("chips in no class folder the names file names (left out)",
                          f"{root / holder}: {len(left_out)} chips, e.g. {left_out[0].relative_to(root)}"))
+    return dict(sorted(classes.items()))
+
+
+def is_opensarship_patch(path):
+    return path.parent.name.lower() == "patch_uint8" and OPENSARSHIP_PATCH.fullmatch(path.stem) is not None
+
+
+def opensarship_classes(root, files, problems):
+    """chip_folders for OpenSARShip (Huang et al., IEEE JSTARS 2018) as it ships: a folder per
+    Sentinel-1 scene, each with Ship.xml and the same ships in Patch/, Patch_Cal/, Patch_RGB/ and
+    Patch_Uint8/. The class is in the file name, not a folder: Patch_Uint8/Visual_Cargo_x10004_y2630_vv.tif
+    is a "Cargo" chip (names may hold spaces: "Other Type"). Each ship is read once, from Patch_Uint8
+    (8-bit, one polarisation a file), VV or HH where the scene has it, as rasters.py reads a band;
+    the other folders hold the same ships (Patch_Cal's float bands put VH first) and are left out,
+    reported in problems."""
+    chosen = {}  # (scene folder, class, file name without its polarisation) -> (polarisation rank, path)
+    for path in filter(is_opensarship_patch, files):
+        match = OPENSARSHIP_PATCH.fullmatch(path.stem)
+        pol = match["pol"] and match["pol"].lower()
+        rank = CO_POLARISED.index(pol) if pol in CO_POLARISED else len(CO_POLARISED)
+        key = (path.parent.parent, match["name"], path.stem[:match.start("pol") - 1] if pol else path.stem)
+        if key not in chosen or rank < chosen[key][0]:
+            chosen[key] = (rank, path)
+    classes = {}
+    for (_, name, _), (_, path) in sorted(chosen.items(), key=lambda item: item[1][1]):
+        classes.setdefault(name, []).append(path)
+    if left_out := len(files) - len(chosen):
+        problems.append(("OpenSARShip: other folders' and polarisations' copies of a chip (left out)",
+                         f"{root}: {left_out} files; each ship is read once, from Patch_Uint8"))
     return dict(sorted(classes.items()))
 
 

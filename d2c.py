@@ -22,6 +22,11 @@ A record is a plain dict; the last three keys are optional, and so are an object
 chip: the target is centred, its extent unknown). No size word ("small") and no length ("about 8 m
 long") is then said of it, or of a group it belongs to; its position and count still are.
 
+captions(record, claims=True) also gives each caption's claim, the statements it makes (its counts,
+and the place, size, arrangement, coast, length, scene or source it names), and claim_holds says
+whether a claim is true of another record (true_statements): train.py uses it to count a caption as a
+right answer for every image of a batch it is true of, not only the one it was drawn for.
+
 count_counterfactuals turns a true caption into false ones that differ in a single count ("three
 ships" -> "five ships"): hard negatives for count-aware training (Paiss et al., ICCV 2023).
 
@@ -249,37 +254,98 @@ def join_and(parts):
 # ---- sentences -------------------------------------------------------------------------------------
 
 def group_phrase(category, objects, record, facts, rng, digits=False):
-    """All that a caption says about one category: "three small ships in a row, about 60 to 80 m long"."""
+    """All that a caption says about one category: "three small ships in a row, about 60 to 80 m long",
+    and the statements it makes (a set of group_statements' tuples)."""
     boxes = [obj["box"] for obj in objects]
     n, width, height = len(boxes), record["width"], record["height"]
+    true = {statement[0]: statement for statement in group_statements(category, objects, record)}
+    said = {true["count"]}
     noun = plural(category, n)
-    sizes = {size_class(box, width, height) for box in boxes}
-    sizes_known = all(obj.get("size_known", True) for obj in objects)  # else a box's size is no fact
-    if "size" in facts and sizes_known and len(sizes) == 1:  # a size word only when every member shares it
-        noun = f"{sizes.pop()} {noun}"
+    if "size" in facts and "size" in true:  # a size word only when every member shares it
+        noun = f"{true['size'][2]} {noun}"
+        said.add(true["size"])
     head = [count_phrase(n, noun, rng, digits)]
     asides = []  # facts that follow a comma: ", one in the upper-left and one at the centre"
-    kind = arrangement([box_centre(box) for box in boxes], width, height)
-    if "arrangement" in facts and kind:
-        head.append(rng.choice(ARRANGEMENT_PHRASES[kind]))
+    if "arrangement" in facts and "arrangement" in true:
+        head.append(rng.choice(ARRANGEMENT_PHRASES[true["arrangement"][2]]))
+        said.add(true["arrangement"])
     if "position" in facts:
         where, is_breakdown = position_phrase([grid_position(b, width, height) for b in boxes], rng, digits)
         (asides if is_breakdown else head).append(where)
-    near = sum(bool(obj.get("near_coast")) for obj in objects)
-    if "coast" in facts and near:
-        coast = rng.choice(COAST_PHRASES)
+        said.add(true["cells"] if is_breakdown or len(true["cells"][2]) == 1 else true["row"] if where in ROW_PHRASES
+                 else true["column"] if where in COLUMN_PHRASES else true["spread"])
+    if "coast" in facts and "coast" in true:
+        near, coast = true["coast"][2], rng.choice(COAST_PHRASES)
         if near == n:
             head.append(coast)
         else:
             asides.append(f"{count_word(near)} of them {coast}")
-    if "length" in facts and sizes_known and record.get("pixel_spacing"):
+        said.add(true["coast"])
+    if "length" in facts and "length" in true:
         asides.append(length_phrase(boxes, record["pixel_spacing"], rng))
-    return ", ".join([" ".join(head)] + asides)
+        said.add(true["length"])
+    return ", ".join([" ".join(head)] + asides), said
+
+
+# ---- statements: what a caption claims, to tell which images of a batch it is true of -------------
+#
+# A caption states a few facts (counts always, a place, a size ...), each a tuple such as
+# ("count", "ship", 3), ("cells", "ship", (((0, 0), 2), ((1, 1), 1))), ("row", "ship", 0), ("scene",
+# "offshore"). It is true of an image when the image has exactly its counts and every statement it
+# makes is among the image's true statements: "a SAR image of a ship on the right side." is true of
+# every single-ship scene whose ship is on the right, however D2C worded that scene's own captions.
+
+def group_statements(category, objects, record):
+    """Every statement D2C could make about one category's objects in record (true of them), at most
+    one of each kind: count, cells, row, column, spread, arrangement, coast, size, length."""
+    boxes = [obj["box"] for obj in objects]
+    width, height = record["width"], record["height"]
+    cells = [grid_position(box, width, height) for box in boxes]
+    rows, cols = {r for r, _ in cells}, {c for _, c in cells}
+    true = {("count", category, len(boxes)), ("cells", category, tuple(sorted(Counter(cells).items())))}
+    true |= {("row", category, *rows)} if len(rows) == 1 else set()
+    true |= {("column", category, *cols)} if len(cols) == 1 else set()
+    true |= {("spread", category)} if len(rows) > 1 and len(cols) > 1 else set()
+    if kind := arrangement([box_centre(box) for box in boxes], width, height):
+        true.add(("arrangement", category, kind))
+    if near := sum(bool(obj.get("near_coast")) for obj in objects):
+        true.add(("coast", category, near))
+    if all(obj.get("size_known", True) for obj in objects):  # else a box's size is no fact
+        if len(sizes := {size_class(box, width, height) for box in boxes}) == 1:
+            true.add(("size", category, sizes.pop()))
+        if record.get("pixel_spacing"):
+            lengths = sorted(length_metres(box, record["pixel_spacing"]) for box in boxes)
+            true.add(("length", category, lengths[0], lengths[-1]))
+    return true
+
+
+def true_statements(record):
+    """(counts, statements) of a record: its {category: count} as a frozenset of ("count", category,
+    n), and every statement D2C could make of it. claim_holds checks a caption's claim against them."""
+    groups = {}
+    for obj in record["objects"]:
+        groups.setdefault(obj["category"], []).append(obj)
+    true = set().union(*(group_statements(c, objects, record) for c, objects in groups.items()))
+    true |= {("scene", record["scene"])} if record.get("scene") in SCENES else set()
+    true |= {("source", record["source"])} if record.get("source") else set()
+    return frozenset(s for s in true if s[0] == "count"), frozenset(true)
+
+
+def claim_holds(claim, truth):
+    """True when a caption's claim (a frozenset of statements, from captions(..., claims=True)) is
+    true of the image whose true_statements are truth: the same counts, and nothing else false."""
+    counts, true = truth
+    return {s for s in claim if s[0] == "count"} == counts and claim <= true
 
 
 def simple_caption(record):
     """The one fixed template of the paper's simple-caption ablation: "a SAR image of two ships."."""
     return simple_sentence(Counter(obj["category"] for obj in record["objects"]))  # in order of appearance
+
+
+def counts_claim(record):
+    """The claim of a caption that states the counts and nothing else (the simple template)."""
+    return frozenset(("count", c, n) for c, n in Counter(obj["category"] for obj in record["objects"]).items())
 
 
 def simple_sentence(counts):
@@ -290,22 +356,25 @@ def simple_sentence(counts):
 
 
 def empty_caption(record, rng):
-    """A caption for a scene with no objects; "open sea" only when the record says offshore."""
+    """A caption for a scene with no objects, and its claim; "open sea" only when the record says offshore."""
     image = rng.choice(IMAGE_NOUNS)
     scene = SCENES.get(record.get("scene"))
     place = f" of {rng.choice(scene['places'])}" if scene and rng.random() < FACT_ODDS["scene"] else ""
-    return rng.choice(EMPTY_TEMPLATES).format(a_image=f"{article(image)} {image}", image=image, place=place)
+    claim = frozenset({("scene", record["scene"])} if place else ())
+    return rng.choice(EMPTY_TEMPLATES).format(a_image=f"{article(image)} {image}", image=image, place=place), claim
 
 
 def object_caption(record, rng, facts):
-    """One caption for a scene with objects, saying the counts plus the chosen optional facts."""
+    """One caption for a scene with objects, saying the counts plus the chosen optional facts, and its
+    claim: the statements it makes."""
     groups = {}  # category -> its objects, in order of first appearance
     for obj in record["objects"]:
         groups.setdefault(obj["category"], []).append(obj)
     order = list(groups)
     rng.shuffle(order)  # vary which category is named first
     digits = rng.random() < DIGIT_ODDS
-    phrases = [group_phrase(c, groups[c], record, facts, rng, digits) for c in order]
+    phrases, said = zip(*[group_phrase(c, groups[c], record, facts, rng, digits) for c in order])
+    claim = set().union(*said)
     objects = join_and(phrases)
     image, template, place = rng.choice(IMAGE_NOUNS), rng.choice(OBJECT_TEMPLATES), None
     scene = SCENES.get(record.get("scene")) if "scene" in facts else None
@@ -317,12 +386,15 @@ def object_caption(record, rng, facts):
             template, place = PLACE_TEMPLATE, rng.choice(scene["places"])
         else:
             image = f"{scene['adjective']} {image}"
+        claim.add(("scene", record["scene"]))
     source = f" from {record['source']}" if "source" in facts and record.get("source") else ""
+    if source and "{source}" in template:  # the place template has no room for it
+        claim.add(("source", record["source"]))
     be = "are" if len(record["objects"]) > 1 else "is"  # "a ship is visible", "a ship and a car are"
     be_first = "are" if len(groups[order[0]]) > 1 else "is"  # nearest noun: "there is a ship and two cars"
     objects_mid = objects + ("," if "," in phrases[-1] else "")  # closes an aside before the sentence goes on
     return template.format(a_image=f"{article(image)} {image}", image=image, objects=objects, place=place,
-                           objects_mid=objects_mid, be=be, be_first=be_first, source=source)
+                           objects_mid=objects_mid, be=be, be_first=be_first, source=source), frozenset(claim)
 
 
 def is_number(value):
@@ -362,31 +434,37 @@ def check_record(record):
             raise ValueError(f"object {i} ({category}) 'size_known' must be True or False, got {obj['size_known']!r}")
 
 
-def captions(record, n=5, seed=0, simple=False):
+def captions(record, n=5, seed=0, simple=False, claims=False):
     """n captions true to the record's boxes, varied and distinct where possible, the same for a seed.
 
     simple=True gives the paper's simple-caption ablation instead: n copies of one fixed template.
+    claims=True gives (caption, claim) pairs: the claim, a frozenset of the statements the caption
+    makes, tells which other images it is true of (claim_holds).
     """
     check_record(record)
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if simple:
-        return [simple_caption(record)] * n
-    rng = random.Random(seed)  # our own generator: the global one is left untouched
-    found = []
-    for _ in range(20 * n):  # a few tries per caption; a record with few facts has few distinct captions
-        if record["objects"]:
-            facts = {fact for fact, odds in FACT_ODDS.items() if rng.random() < odds}
-            caption = object_caption(record, rng, facts)
-            if len(caption.split()) > MAX_WORDS:
-                caption = object_caption(record, rng, facts=set())
-        else:
-            caption = empty_caption(record, rng)
-        if caption not in found:
-            found.append(caption)
-        if len(found) == n:
-            break
-    return [found[i % len(found)] for i in range(n)]  # repeat when fewer distinct captions exist
+        found = {simple_caption(record): counts_claim(record)}
+        n_found = 1
+    else:
+        rng = random.Random(seed)  # our own generator: the global one is left untouched
+        found = {}  # caption -> claim, in the order found
+        for _ in range(20 * n):  # a few tries per caption; a record with few facts has few distinct captions
+            if record["objects"]:
+                facts = {fact for fact, odds in FACT_ODDS.items() if rng.random() < odds}
+                caption, claim = object_caption(record, rng, facts)
+                if len(caption.split()) > MAX_WORDS:
+                    caption, claim = object_caption(record, rng, facts=set())
+            else:
+                caption, claim = empty_caption(record, rng)
+            found.setdefault(caption, claim)
+            if len(found) == n:
+                break
+        n_found = len(found)
+    pairs = list(found.items())
+    pairs = [pairs[i % n_found] for i in range(n)]  # repeat when fewer distinct captions exist
+    return pairs if claims else [caption for caption, _ in pairs]
 
 
 # ---- counterfactual counts: hard negatives for count-aware training -------------------------------

@@ -166,8 +166,9 @@ class ManifestDataset(torch.utils.data.Dataset):
     writes the captions of the transformed boxes, so "upper-left" becomes "upper-right" after a
     horizontal flip and "three ships" becomes "two ships" when a crop leaves two. Chips are flipped and
     turned, never cropped; csv entries are served as they are. The transform of an item depends only
-    on (seed, epoch, index), and caption(index), item_captions(index) and item_counts(index) recompute
-    it without loading the image: what the training loop needs for positives and count negatives.
+    on (seed, epoch, index), and caption(index), item_captions(index), item_counts(index) and, with
+    D2C's claims of what each caption states, caption_claim(index) and item_truth(index) recompute it
+    without loading the image: what the training loop needs for positives and count negatives.
     return_index=True adds the index of the image served to each item: (image, tokens, index).
     replace_unreadable=True serves, for an image that fails to load, a stand-in drawn from (seed, epoch,
     index, try) with its own caption, so one bad file never ends a run and a resumed run replaces it
@@ -176,7 +177,7 @@ class ManifestDataset(torch.utils.data.Dataset):
     epoch (DataLoader workers made with persistent_workers=True keep the epoch they started with).
     """
     STAND_IN_TRIES = 20  # this many unreadable images in a row mean the data, not a file, is broken
-    MEMO_SIZE = 4096     # item_captions kept (per epoch and index) before the memo starts again
+    MEMO_SIZE = 4096     # D2C's writings kept (per epoch and index) before the memo starts again
 
     def __init__(self, manifest_paths, tokenizer, image_size, channels=1, split="train", seed=0,
                  caption_style="diverse", return_index=False, max_side=None, replace_unreadable=False,
@@ -195,7 +196,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         # Decode no more than will be used: twice the input side leaves a half-side crop at full detail.
         self.max_side = max_side or (image_size and 2 * image_size)
         self.replace_unreadable = replace_unreadable
-        self.written = {}  # {(epoch, index): item_captions(index)}, D2C's work memoised
+        self.written = {}  # {(epoch, index): (captions, their claims, true_statements)}, D2C's work memoised
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -228,21 +229,33 @@ class ManifestDataset(torch.utils.data.Dataset):
         """The captions true of item index as served this epoch, caption(index) among them: the entry's
         own, or when augmented as many as the entry has, written by D2C for the transformed boxes
         (augment_record); in the "both" style n - 1 diverse ones (at least one), then the simple template."""
-        entry = self.entries[index]
+        written = self.written_by_d2c(index)
+        return self.entries[index]["captions"] if written is None else written[0]
+
+    def item_truth(self, index):
+        """d2c.true_statements of item index as served this epoch: all D2C could truly say of the
+        transformed record, what caption claims are checked against; None when not augmented."""
+        written = self.written_by_d2c(index)
+        return None if written is None else written[2]
+
+    def written_by_d2c(self, index):
+        """(captions, claims, true_statements) of an augmented item this epoch, memoised; else None."""
         if (self.epoch, index) in self.written:
             return self.written[self.epoch, index]
         if (drawn := self.augmentation(index)) is None:
-            return entry["captions"]
+            return None
         params, seed = drawn
-        record, n = augment_record(entry, params), len(entry["captions"])
+        record, n = augment_record(self.entries[index], params), len(self.entries[index]["captions"])
         if self.caption_style == "both":
-            written = d2c.captions(record, n=max(1, n - 1), seed=seed) + d2c.captions(record, n=1, simple=True)
+            pairs = (d2c.captions(record, n=max(1, n - 1), seed=seed, claims=True)
+                     + d2c.captions(record, n=1, simple=True, claims=True))
         else:
-            written = d2c.captions(record, n=n, seed=seed, simple=self.caption_style == "simple")
+            pairs = d2c.captions(record, n=n, seed=seed, simple=self.caption_style == "simple", claims=True)
         if len(self.written) >= self.MEMO_SIZE:  # a few batches' worth: enough, and small for any corpus
             self.written.clear()
-        self.written[self.epoch, index] = written  # the loader and the loss ask for the same items
-        return written
+        captions, claims = (list(column) for column in zip(*pairs))
+        self.written[self.epoch, index] = captions, claims, d2c.true_statements(record)  # asked for again
+        return self.written[self.epoch, index]
 
     def item_counts(self, index):
         """{category: number of objects} in item index as served this epoch (a crop may leave fewer)."""
@@ -259,6 +272,14 @@ class ManifestDataset(torch.utils.data.Dataset):
             return entry["captions"][rng.integers(len(entry["captions"]))]
         written, n = self.item_captions(index), len(entry["captions"])
         return written[-1] if self.caption_style == "both" and rng.integers(n) == n - 1 else written[0]
+
+    def caption_claim(self, index):
+        """The claim (d2c.captions' statements) of caption(index), or None when D2C did not write it
+        this epoch (not augmented, or a csv caption)."""
+        if (written := self.written_by_d2c(index)) is None:
+            return None
+        captions, claims, _ = written
+        return claims[captions.index(self.caption(index))]
 
     def image(self, index):
         """The image, [C, image_size, image_size] (or its own size when image_size is None), transformed

@@ -124,14 +124,22 @@ def gather_values(values):
     return torch.cat(parts)
 
 
-def batch_positives(drawn, caption_sets):
-    """[B images, B captions]: caption j is a right answer for image i if D2C wrote it for image i.
+def batch_positives(drawn, caption_sets, claims=None, truths=None):
+    """[B images, B captions]: caption j is a right answer for image i if D2C wrote it for image i,
+    or if its claim holds for image i (claims[j], truths[i] from ManifestDataset: caption_claim and
+    item_truth; None where D2C did not write the caption or the image's captions this epoch).
 
     Why not just "equal drawn captions"? Two images that drew the same sentence give two identical
     text embeddings; the plain loss already cannot tell them apart, so marking them changes nothing.
-    What the plain loss gets wrong is a caption drawn for one image that is just as true of another.
+    What the plain loss gets wrong is a caption drawn for one image that is just as true of another:
+    "a radar scene of a ship on the right side." is true of every scene with one ship, on the right.
     """
-    return torch.tensor([[caption in captions for caption in drawn] for captions in caption_sets])
+    claims, truths = claims or [None] * len(drawn), truths or [None] * len(caption_sets)
+
+    def right(caption, claim, captions, truth):
+        return caption in captions or (claim is not None and truth is not None and d2c.claim_holds(claim, truth))
+    return torch.tensor([[right(caption, claim, captions, truth) for caption, claim in zip(drawn, claims)]
+                         for captions, truth in zip(caption_sets, truths)])
 
 
 def save_checkpoint(path, state):
@@ -499,7 +507,9 @@ def main(argv=None):
             positives, extra_tokens, extra_mask = None, None, None
             drawn = [dataset.caption(i) for i in served] if args.dedup_targets or args.count_negatives else None
             if args.dedup_targets:
-                positives = batch_positives(drawn, [dataset.item_captions(i) for i in served]).to(device)
+                positives = batch_positives(drawn, [dataset.item_captions(i) for i in served],
+                                            [dataset.caption_claim(i) for i in served],
+                                            [dataset.item_truth(i) for i in served]).to(device)
             if args.count_negatives:  # this rank's items: their counterfactuals are gathered like features
                 mine = slice(rank * len(tokens), (rank + 1) * len(tokens))
                 extra_tokens, extra_mask = counterfactual_tokens(

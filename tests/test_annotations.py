@@ -364,6 +364,24 @@ def test_label_folders_linked_from_elsewhere_are_read(tmp_path):
     assert (record.image, record.split) == (str(tmp_path / "set" / "images" / "train" / "a.jpg"), "train")
 
 
+def test_yolo_roboflow_export_reads_its_label_folders_not_its_readme_files(tmp_path):
+    """A Roboflow YOLO export ships README.roboflow.txt and README.dataset.txt at its root, beside
+    train/labels/ and valid/labels/: text files, but no labels (read as labels they were missing images)."""
+    for split in ("train", "valid"):
+        gray_image(tmp_path / split / "images" / "a.jpg", 100, 100)
+        (tmp_path / split / "labels").mkdir()
+        (tmp_path / split / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "README.roboflow.txt").write_text("This dataset was exported via roboflow.com\n")
+    (tmp_path / "README.dataset.txt").write_text("# SAR ships > 2023\n")
+    problems = []
+    records = read_yolo(tmp_path, {"0": "ship"}, problems)
+    assert sorted(r.split for r in records) == ["train", "val"] and problems == []
+    (tmp_path / "flat").mkdir()  # a flat set (labels beside images, no label folder) still reads every .txt
+    gray_image(tmp_path / "flat" / "b.jpg", 100, 100)
+    (tmp_path / "flat" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert [Path(r.image).name for r in read_yolo(tmp_path / "flat", {"0": "ship"})] == ["b.jpg"]
+
+
 @pytest.mark.parametrize("image, label, split", [
     ("images/train/a.jpg", "labels/train/a.txt", "train"),  # Ultralytics: images/ and labels/, a folder per split
     ("valid/images/a.jpg", "valid/labels/a.txt", "val"),    # Roboflow's export: a folder per split, "valid" = val

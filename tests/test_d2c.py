@@ -6,8 +6,9 @@ from collections import Counter
 
 import pytest
 
-from d2c import (CELL_PHRASES, MAX_WORDS, NUMBER_WORDS, arrangement, article, captions, count_counterfactuals,
-                 count_word, grid_position, length_metres, plural, size_class)
+from d2c import (CELL_PHRASES, COLUMN_PHRASES, MAX_WORDS, ROW_PHRASES, NUMBER_WORDS, arrangement, article, captions, claim_holds,
+                 count_counterfactuals, count_word, grid_position, length_metres, plural, size_class,
+                 true_statements)
 
 NUMBERS = {"a": 1, "an": 1, **{word: i for i, word in enumerate(NUMBER_WORDS)}}
 SEA_WORDS = ("sea", "water", "offshore")
@@ -239,6 +240,69 @@ def test_simple_captions_use_one_fixed_template():
                           {"category": "aircraft", "box": [1, 1, 9, 9]}]}
     assert captions(record, n=3, simple=True) == ["a SAR image of two ships and one aircraft."] * 3
     assert captions({**record, "objects": []}, n=2, simple=True) == ["a SAR image with no targets."] * 2
+
+
+# ---- claims: which other images a caption is true of -------------------------------------------------
+
+def scene_of(*objects, **extra):
+    return {"width": 300, "height": 300, "objects": list(objects), **extra}
+
+
+def test_every_caption_claims_only_what_is_true_of_its_own_image():
+    """claims=True gives the same sentences, each with the statements it makes, all true of its record."""
+    rng = random.Random(0)
+    for seed in range(200):
+        objects = [{"category": rng.choice(["ship", "ship", "aircraft", "T72 tank"]),
+                    "box": [x := rng.randrange(280), y := rng.randrange(280), x + rng.randrange(4, 20),
+                            y + rng.randrange(4, 20)], "near_coast": rng.random() < 0.3}
+                   for _ in range(rng.randrange(0, 7))]
+        record = scene_of(*objects, pixel_spacing=rng.choice([None, 2.0]), source=rng.choice([None, "HRSID"]),
+                          scene=rng.choice([None, "offshore", "inshore"]))
+        pairs = captions(record, n=5, seed=seed, claims=True)
+        assert [caption for caption, _ in pairs] == captions(record, n=5, seed=seed)
+        assert all(claim_holds(claim, true_statements(record)) for _, claim in pairs)
+        for caption, claim in pairs:  # a place said is a place claimed, and the other way round
+            said = mentions(caption, [*ROW_PHRASES, *COLUMN_PHRASES, "in different parts of the image",
+                                      *(p for phrases in CELL_PHRASES.values() for p in phrases)])
+            assert said == any(s[0] in ("cells", "row", "column", "spread") for s in claim), caption
+
+
+def test_a_claim_holds_for_other_images_where_every_statement_is_true():
+    """"a radar scene of a ship on the right side." is true of any scene with one ship, on the right."""
+    on_the_right, also_right = scene_of(ship(250, 140, 260, 150)), scene_of(ship(220, 110, 290, 190))
+    on_the_left, two_ships = scene_of(ship(10, 140, 20, 150)), scene_of(ship(250, 140, 260, 150), ship(5, 5, 9, 9))
+    right = frozenset({("count", "ship", 1), ("cells", "ship", (((1, 2), 1),))})
+    assert [claim_holds(right, true_statements(r)) for r in (on_the_right, also_right, on_the_left, two_ships)] == \
+        [True, True, False, False]
+    one_ship = frozenset({("count", "ship", 1)})  # counts only (the simple template): any single ship
+    assert [claim_holds(one_ship, true_statements(r)) for r in (on_the_right, on_the_left, two_ships)] == \
+        [True, True, False]
+    small = one_ship | {("size", "ship", "small")}  # a 10-px ship is small in 300 px, a 80-px one is not
+    assert [claim_holds(small, true_statements(r)) for r in (on_the_right, also_right)] == [True, False]
+    with_car = scene_of(ship(250, 140, 260, 150), {"category": "car", "box": [0, 0, 5, 5]})
+    assert not claim_holds(one_ship, true_statements(with_car))  # counts are exact: D2C names every category
+
+
+def test_claims_of_rows_sizes_scenes_and_sources():
+    along_top = scene_of(ship(10, 10, 20, 20), ship(140, 10, 150, 20), ship(280, 10, 290, 20))
+    counts, true = true_statements(along_top)
+    assert {("row", "ship", 0), ("arrangement", "ship", "row"), ("size", "ship", "small")} <= true
+    assert not {("column", "ship", 0), ("spread", "ship")} & true
+    chip = scene_of({"category": "T72 tank", "box": [140, 140, 160, 160], "size_known": False}, pixel_spacing=0.3)
+    assert not [s for s in true_statements(chip)[1] if s[0] in ("size", "length")]  # a chip's size is no fact
+    offshore = scene_of(ship(10, 10, 20, 20), scene="offshore", source="HRSID")
+    assert {("scene", "offshore"), ("source", "HRSID")} <= true_statements(offshore)[1]
+    said_offshore = frozenset({("count", "ship", 1), ("scene", "offshore")})
+    assert not claim_holds(said_offshore, true_statements(scene_of(ship(10, 10, 20, 20), scene="inshore")))
+    sea_words = {caption: claim for caption, claim in captions(offshore, n=40, seed=1, claims=True)}
+    for caption, claim in sea_words.items():  # a caption names its scene, or the source, only if it claims it
+        assert mentions(caption, SEA_WORDS) == (("scene", "offshore") in claim)
+        assert ("HRSID" in caption) == (("source", "HRSID") in claim)
+    assert captions(offshore, n=1, simple=True, claims=True) == [("a SAR image of one ship.", counts_only(offshore))]
+
+
+def counts_only(record):
+    return true_statements(record)[0]
 
 
 # ---- counterfactual counts: one count made false -----------------------------------------------------

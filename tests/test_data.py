@@ -21,6 +21,8 @@ from data import SARDataError, build_manifest, read_manifest, split_of
 from dataset import ManifestDataset
 from rasters import load_sar_image
 
+ROOT = Path(data.__file__).resolve().parent
+
 
 def gray_image(path, width=40, height=30, value=60):
     """Write a flat 8-bit gray image (format from the suffix); returns its path."""
@@ -343,6 +345,50 @@ def test_mstar_raw_mixed_targets_layout_reads_its_classes_from_the_names_file(tm
     _, _, test, test_labels, phrases = evaluation.folder_chips(root, class_names_file=tmp_path / "names.txt")
     assert {str(p) for p in test} == held_out and phrases == ["BRDM2 scout car", "BTR60 carrier", "ZSU234 gun"]
     assert list(chips.chip_folders(root)) == ["COL1", "COL2"]  # without the names file: the top folders
+
+
+def test_opensarship_reads_its_class_from_patch_file_names_once_per_ship(tmp_path):
+    """OpenSARShip ships a folder per Sentinel-1 scene; a chip's class is in its file name, and each
+    ship is in four folders (Patch/, Patch_Cal/, Patch_RGB/, Patch_Uint8/), one file per polarisation in
+    Patch_Uint8: read once, VV, with the shipped names file's phrases, held out as eval.py holds out."""
+    import eval as evaluation
+    root = tmp_path / "OpenSARShip"
+    dual = root / "S1A_IW_GRDH_1SDV_20150823T221233"  # VV and VH
+    for stem in ("Cargo_x10004_y2630", "Cargo_x2135_y10163", "Other Type_x8138_y5981"):
+        for pol in ("vh", "vv"):
+            gray_image(dual / "Patch_Uint8" / f"Visual_{stem}_{pol}.tif", 70, 70)
+        gray_image(dual / "Patch_Cal" / f"{stem}.tif", 70, 70)
+        gray_image(dual / "Patch_RGB" / f"{stem}_vv.png", 70, 70)
+    gray_image(root / "S1A_IW_GRDH_1SSV_20160101T000000" / "Patch_Uint8" / "Visual_Cargo_x5_y6.tif")  # one pol
+    (dual / "Ship.xml").write_text("<Ship><ship/></Ship>")
+    names = ROOT / "docs" / "classes" / "opensarship.txt"
+    stats = build_manifest([f"chips:{root}:{names}"], tmp_path / "m.jsonl", verbose=False)
+    entries = read_manifest(tmp_path / "m.jsonl")
+    assert Counter(e["boxes"][0][4] for e in entries) == {"cargo ship": 3, "miscellaneous vessel": 1}
+    assert all(Path(e["image"]).parent.name == "Patch_Uint8" for e in entries)
+    assert sorted(Path(e["image"]).name for e in entries) == [
+        "Visual_Cargo_x10004_y2630_vv.tif", "Visual_Cargo_x2135_y10163_vv.tif", "Visual_Cargo_x5_y6.tif",
+        "Visual_Other Type_x8138_y5981_vv.tif"]
+    [(kind, where)] = [problem for problem in stats["problems"] if problem[0].startswith("OpenSARShip")]
+    assert where.endswith(": 9 files; each ship is read once, from Patch_Uint8")  # + names of absent classes
+    assert list(chips.chip_folders(root)) == ["Cargo", "Other Type"]
+    _, _, test, _, phrases = evaluation.folder_chips(root, class_names_file=names)  # eval.py: the same classes
+    assert phrases == ["cargo ship", "miscellaneous vessel"] and test == []  # fewer than 5 chips a class
+
+
+def test_fusar_ship_class_folders_and_their_sub_types_read_with_the_shipped_names_file(tmp_path):
+    """FUSAR-Ship 1.0 ships Ship_CxxSyyNzzzz.tiff in <class>/<sub-type>/ folders: the class is the top
+    folder, and docs/classes/fusar_ship.txt names all 15 of them in a prompt's words."""
+    root = tmp_path / "FUSAR_Ship1.0"
+    for folder in ("Cargo/BulkCarrier", "Cargo/AggregatesCarrier", "Tanker/LPGTanker", "WingInGrnd/WingInGrnd"):
+        for i in range(3):
+            gray_image(root / folder / f"Ship_C01S01N{i:04d}.tiff", 64, 64)
+    names = ROOT / "docs" / "classes" / "fusar_ship.txt"
+    lines = names.read_text().splitlines()
+    assert len(lines) == 15 and all(len(line.split()) >= 2 for line in lines)  # "folder phrase"
+    build_manifest([f"chips:{root}:{names}"], tmp_path / "m.jsonl", verbose=False)
+    phrases = Counter(e["boxes"][0][4] for e in read_manifest(tmp_path / "m.jsonl"))
+    assert phrases == {"cargo ship": 6, "tanker": 3, "wing-in-ground craft": 3}
 
 
 def test_csv_and_chips_mix_with_a_voc_source(tmp_path):

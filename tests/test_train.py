@@ -301,3 +301,26 @@ def test_counterfactual_cut_by_the_context_length_is_masked():
     captions, tokenizer = ["a SAR image of two ships."], characters(15)
     tokens, mask = train.counterfactual_tokens(captions, tokenizer(captions), [{"ship": 2}], 1, [0], tokenizer)
     assert mask.tolist() == [[False]] and not tokens.any()
+
+
+def test_a_caption_is_a_right_answer_for_every_image_it_is_true_of(manifest):
+    """Dedup targets: caption j is right for image i when D2C wrote it for i, or when its claim holds for i."""
+    from d2c import true_statements
+    ship_left, ship_right, two_ships = ({"width": 300, "height": 300, "objects": [
+        {"category": "ship", "box": box} for box in boxes]} for boxes in
+        ([[10, 140, 20, 150]], [[250, 140, 260, 150]], [[10, 140, 20, 150], [250, 140, 260, 150]]))
+    drawn = ["a SAR image of a ship.", "a radar image of one ship on the right side.", "two ships in a SAR image."]
+    claims = [frozenset({("count", "ship", 1)}), frozenset({("count", "ship", 1), ("cells", "ship", (((1, 2), 1),))}),
+              frozenset({("count", "ship", 2)})]
+    truths = [true_statements(record) for record in (ship_left, ship_right, two_ships)]
+    positives = train.batch_positives(drawn, [[caption] for caption in drawn], claims, truths)
+    assert positives.tolist() == [[True, False, False],   # the left ship: "a ship" is true of it, "on the right" not
+                                  [True, True, False],    # the right ship: both single-ship captions
+                                  [False, False, True]]
+    # Without claims (a csv caption, or --no-augment: the manifest's captions), the sentence decides alone.
+    assert train.batch_positives(drawn, [[caption] for caption in drawn]).tolist() == torch.eye(3, dtype=bool).tolist()
+    dataset = train.ManifestDataset(manifest, None, 64, augment=True)
+    served = list(range(16))
+    positives = train.batch_positives([dataset.caption(i) for i in served], [dataset.item_captions(i) for i in served],
+                                      [dataset.caption_claim(i) for i in served], [dataset.item_truth(i) for i in served])
+    assert positives.diagonal().all()  # every served caption holds for its own image
