@@ -343,11 +343,6 @@ def simple_caption(record):
     return simple_sentence(Counter(obj["category"] for obj in record["objects"]))  # in order of appearance
 
 
-def counts_claim(record):
-    """The claim of a caption that states the counts and nothing else (the simple template)."""
-    return frozenset(("count", c, n) for c, n in Counter(obj["category"] for obj in record["objects"]).items())
-
-
 def simple_sentence(counts):
     """The simple template for {category: count}, in the dict's order: "a SAR image of two ships."."""
     if not counts:
@@ -444,9 +439,8 @@ def captions(record, n=5, seed=0, simple=False, claims=False):
     check_record(record)
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    if simple:
-        found = {simple_caption(record): counts_claim(record)}
-        n_found = 1
+    if simple:  # the template states the counts and nothing else
+        found = {simple_caption(record): true_statements(record)[0]}
     else:
         rng = random.Random(seed)  # our own generator: the global one is left untouched
         found = {}  # caption -> claim, in the order found
@@ -461,9 +455,8 @@ def captions(record, n=5, seed=0, simple=False, claims=False):
             found.setdefault(caption, claim)
             if len(found) == n:
                 break
-        n_found = len(found)
     pairs = list(found.items())
-    pairs = [pairs[i % n_found] for i in range(n)]  # repeat when fewer distinct captions exist
+    pairs = [pairs[i % len(pairs)] for i in range(n)]  # repeat when fewer distinct captions exist
     return pairs if claims else [caption for caption, _ in pairs]
 
 
