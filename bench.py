@@ -21,20 +21,30 @@ def timed(step, warmup=3, repeats=10):
     return (time.perf_counter() - start) / repeats
 
 
-def training_step(size, batch_size, device="cpu", dtype=None, image_size=None, count_negatives=True):
+CAPTION_TOKENS = (12, 32)  # shortest and longest caption the bench feeds, end-of-text included (22 on average)
+
+
+def training_step(size, batch_size, device="cpu", dtype=None, image_size=None, count_negatives=True,
+                  text_groups=None):
     """A function doing one training step of preset `size` as train.py does it by default: forward
     (train.Trainee's, with one false-count caption per image, --count-negatives 1: a second text
     pass; count_negatives=False leaves it out), the symmetric loss, backward, AdamW. image_size
-    overrides the preset's, as train.py --image-size does."""
+    overrides the preset's, as train.py --image-size does; text_groups Trainee.TEXT_GROUPS."""
     import train
     torch.manual_seed(0)
     cfg = CLIPConfig(**{**SIZES[size], "in_channels": 1,  # train.py's SAR models are single-channel
                         "image_size": image_size or SIZES[size]["image_size"]})
     model = CLIP(cfg).to(device)
     trainee, optimizer = train.Trainee(model), torch.optim.AdamW(model.parameters(), lr=1e-4)
+    trainee.TEXT_GROUPS = text_groups or trainee.TEXT_GROUPS
     images = torch.rand(batch_size, 1, cfg.image_size, cfg.image_size, device=device)
     tokens = torch.randint(1, cfg.vocab_size - 2, (batch_size, cfg.context_length), device=device)
-    tokens[:, 20] = cfg.vocab_size - 1  # end-of-text
+    # End-of-text spread as D2C's synthetic captions spread under the tiny tokenizer (CAPTION_TOKENS);
+    # padding after it.
+    ends = torch.randint(CAPTION_TOKENS[0] - 1, CAPTION_TOKENS[1], (batch_size,),
+                         generator=torch.Generator().manual_seed(0)).to(device)
+    tokens[torch.arange(batch_size, device=device), ends] = cfg.vocab_size - 1
+    tokens[torch.arange(cfg.context_length, device=device) > ends[:, None]] = 0
     false_counts = tokens.clone()[:, None]  # [B, 1, L]: each caption with one word (its count) changed
     false_counts[:, :, 5] = false_counts[:, :, 5] % (cfg.vocab_size - 3) + 1
     autocast = torch.autocast(device, dtype=dtype) if dtype else torch.autocast(device, enabled=False)
@@ -54,10 +64,12 @@ def training_step(size, batch_size, device="cpu", dtype=None, image_size=None, c
 def flops_per_pair(model, texts=2):
     """Training FLOPs for one image and its `texts` captions (its caption and a false-count one, as
     training_step runs them): 6 per weight per token (forward 2, backward 4), plus attention's T x T
-    products (nanoGPT's estimate), summed over the towers."""
+    products (nanoGPT's estimate), summed over the towers. A caption counts its mean length, not the
+    context length: the padding after it is not computed (train.Trainee.encode_text)."""
     cfg, total = model.cfg, 0
+    caption_tokens = sum(CAPTION_TOKENS) / 2
     towers = ((model.visual, 1, (cfg.image_size // cfg.patch_size) ** 2 + 1, cfg.vision_width, cfg.vision_layers),
-              (model.transformer, texts, cfg.context_length, cfg.text_width, cfg.text_layers))
+              (model.transformer, texts, caption_tokens, cfg.text_width, cfg.text_layers))
     for tower, passes, tokens, width, layers in towers:
         weights = sum(p.numel() for p in tower.parameters())
         total += passes * (6 * weights * tokens + 12 * layers * width * tokens ** 2)
@@ -68,10 +80,12 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, fro
 
 
 def bench_train_step(batch_size=64):
-    """Tiny preset on the CPU, with and without the false-count text pass; with a GPU also b16 in
-    bf16, with its model FLOP utilisation (MFU)."""
-    for label, count_negatives in (("as train.py runs it", True), ("without the false-count pass", False)):
-        step, _ = training_step("tiny", batch_size, count_negatives=count_negatives)
+    """Tiny preset on the CPU as train.py runs it, with its captions in one length group, and
+    without the false-count text pass; with a GPU also b16 in bf16, with its model FLOP utilisation (MFU)."""
+    for label, count_negatives, groups in (("as train.py runs it", True, None),
+                                           ("captions in one length group", True, 1),
+                                           ("without the false-count pass", False, None)):
+        step, _ = training_step("tiny", batch_size, count_negatives=count_negatives, text_groups=groups)
         seconds = timed(step)
         print(f"train_step  tiny, batch {batch_size}, {label}, CPU, {torch.get_num_threads()} threads: "
               f"{1 / seconds:.2f} steps/s, {batch_size / seconds:.0f} images/s")

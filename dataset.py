@@ -196,7 +196,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         # Decode no more than will be used: twice the input side leaves a half-side crop at full detail.
         self.max_side = max_side or (image_size and 2 * image_size)
         self.replace_unreadable = replace_unreadable
-        self.written = {}  # {(epoch, index): (captions, their claims, true_statements)}, D2C's work memoised
+        self.written = {}  # {(epoch, index): (captions, their claims, true_statements, counts)}, memoised
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -239,7 +239,8 @@ class ManifestDataset(torch.utils.data.Dataset):
         return None if written is None else written[2]
 
     def written_by_d2c(self, index):
-        """(captions, claims, true_statements) of an augmented item this epoch, memoised; else None."""
+        """(captions, claims, true_statements, {category: count}) of an augmented item this epoch,
+        memoised; else None."""
         if (self.epoch, index) in self.written:
             return self.written[self.epoch, index]
         if (drawn := self.augmentation(index)) is None:
@@ -254,14 +255,14 @@ class ManifestDataset(torch.utils.data.Dataset):
         if len(self.written) >= self.MEMO_SIZE:  # a few batches' worth: enough, and small for any corpus
             self.written.clear()
         captions, claims = (list(column) for column in zip(*pairs))
-        self.written[self.epoch, index] = captions, claims, d2c.true_statements(record)  # asked for again
+        counts = dict(Counter(obj["category"] for obj in record["objects"]))  # in order of appearance
+        self.written[self.epoch, index] = captions, claims, d2c.true_statements(record), counts  # asked for again
         return self.written[self.epoch, index]
 
     def item_counts(self, index):
         """{category: number of objects} in item index as served this epoch (a crop may leave fewer)."""
-        if (drawn := self.augmentation(index)) is None:
-            return self.entries[index]["counts"]
-        return dict(Counter(obj["category"] for obj in augment_record(self.entries[index], drawn[0])["objects"]))
+        written = self.written_by_d2c(index)
+        return self.entries[index]["counts"] if written is None else written[3]
 
     def caption(self, index):
         """The caption served with item index this epoch, one of item_captions(index), the same for the
@@ -278,7 +279,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         this epoch (not augmented, or a csv caption)."""
         if (written := self.written_by_d2c(index)) is None:
             return None
-        captions, claims, _ = written
+        captions, claims = written[:2]
         return claims[captions.index(self.caption(index))]
 
     def image(self, index):

@@ -224,6 +224,26 @@ def tiny_trainee(seed=0):
     return train.Trainee(train.CLIP(cfg))
 
 
+def test_captions_encoded_in_length_groups_match_one_padded_batch():
+    """Trainee.encode_text skips the padding after each length group's longest caption: the features
+    are CLIP.encode_text's on the whole padded batch, in the order given, gradients included (in
+    float64, so that rounding cannot hide a difference)."""
+    trainee = tiny_trainee().double()
+    lengths = [12, 3, 7, 5, 12, 2, 9, 4, 6]  # end-of-text included; 2 is start and end only
+    tokens = torch.zeros(len(lengths), 12, dtype=torch.long)
+    for row, length in zip(tokens, lengths):
+        row[:length - 1] = torch.randint(1, 58, (length - 1,))
+        row[length - 1] = 59  # end of text, the largest id
+    grouped = trainee.encode_text(tokens)
+    grouped.square().sum().backward()
+    grouped_grad = trainee.clip.token_embedding.weight.grad.clone()
+    trainee.zero_grad()
+    whole = trainee.clip.encode_text(tokens)
+    whole.square().sum().backward()
+    torch.testing.assert_close(grouped, whole, atol=1e-10, rtol=0)
+    torch.testing.assert_close(grouped_grad, trainee.clip.token_embedding.weight.grad, atol=1e-9, rtol=0)
+
+
 def test_accumulated_micro_batches_give_the_whole_batch_gradient():
     """--accum-steps 4 at micro-batch 8 = one batch of 32 (GradCache), counterfactuals included."""
     images, tokens = torch.rand(32, 1, 16, 16), torch.randint(1, 58, (32, 12))
