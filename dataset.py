@@ -23,10 +23,12 @@ from rasters import SARDataError, load_sar_image, squeeze_to_square
 
 # ---- box-aware augmentation: the image and its boxes move together, D2C re-captions -------------------
 
-AUGMENT_ODDS = {"flip_x": 0.5, "flip_y": 0.5, "crop": 0.5}  # how often each transform is drawn
+AUGMENT_ODDS = {"flip_x": 0.5, "flip_y": 0.5, "crop": 0.5, "display": 0.5}  # how often each transform is drawn
 CROP_SIDE = (0.5, 1.0)  # a crop window's width and height, as fractions of the image's, drawn uniformly
 CROP_TRIES = 10         # crop windows drawn before giving up on a crop (each must cut no box)
 AUGMENT_STREAM = 7919   # a 4th seed word of its own: the augmentation's numbers are not the stand-ins'
+DISPLAY_RANGE = (0.5, 2.0)  # display gammas and gains, each drawn log-uniformly in this range (draw_display)
+NO_DISPLAY = {"gamma": 1.0, "gain": 1.0}  # the image as the release stores it
 CAPTION_STYLES = ("diverse", "simple", "both")  # ManifestDataset's caption_style, train.py's --captions
 
 
@@ -95,6 +97,23 @@ def draw_augmentation(rng, width, height, boxes, crop=True):
     return params
 
 
+def draw_display(rng):
+    """{"gamma", "gain"}: a new display of an image in [0, 1], x -> min(1, gain * x ** gamma); half the
+    time (AUGMENT_ODDS) none, gamma = gain = 1; else each factor log-uniform in DISPLAY_RANGE.
+
+    SAR releases store the same backscatter as amplitude, intensity (amplitude squared) or a stretch of
+    either, calibrated and mapped to 8 bits each its own way: a gamma of 2 turns an amplitude image into
+    an intensity image and 0.5 back, a gain is another calibration or stretch. Both are monotonic, so
+    what is bright stays at least as bright as what is dark and no caption (counts, places, sizes) can
+    become false. A model that has seen them still reads a release displayed unlike its training data
+    (measured in the README: Train on real SAR); ManifestDataset(display_augment=True) draws them.
+    """
+    gamma, gain = np.exp(rng.uniform(*np.log(DISPLAY_RANGE), size=2))
+    if rng.random() >= AUGMENT_ODDS["display"]:
+        return dict(NO_DISPLAY)
+    return {"gamma": float(gamma), "gain": float(gain)}
+
+
 def moved_box(box, width, height, params):
     """A box [x0, y0, x1, y1] of an uncropped width x height image after the flips and turns of params."""
     x0, y0, x1, y1 = box
@@ -130,7 +149,8 @@ def augment_record(entry, params):
 
 def augment_image(image, params, width, height, size=None):
     """image [C, h, w] transformed by params, whose crop is in pixels of the annotated width x height
-    image (the image itself may be loaded smaller, at max_side: the window is scaled to it).
+    image (the image itself may be loaded smaller, at max_side: the window is scaled to it), then shown
+    with params' "gamma" and "gain" (draw_display's, or NO_DISPLAY's to leave the pixels as they are).
 
     size: squeeze_to_square to size x size after the crop, before the flips and turns, which then move
     fewer pixels (the same picture as resizing last, up to rounding).
@@ -146,7 +166,8 @@ def augment_image(image, params, width, height, size=None):
         image = image.flip(-1)
     if params["flip_y"]:
         image = image.flip(-2)
-    return torch.rot90(image, params["turns"], dims=(-2, -1))  # anticlockwise, as moved_box
+    image = torch.rot90(image, params["turns"], dims=(-2, -1))  # anticlockwise, as moved_box
+    return image.pow(params["gamma"]).mul(params["gain"]).clamp(0, 1)  # draw_display's new display
 
 
 # ---- the Dataset ------------------------------------------------------------------------------------
@@ -169,6 +190,8 @@ class ManifestDataset(torch.utils.data.Dataset):
     on (seed, epoch, index), and caption(index), item_captions(index), item_counts(index) and, with
     D2C's claims of what each caption states, caption_claim(index) and item_truth(index) recompute it
     without loading the image: what the training loop needs for positives and count negatives.
+    display_augment=True (with augment) also shows half of those images with a new display gamma and
+    gain (draw_display), which no caption speaks of.
     return_index=True adds the index of the image served to each item: (image, tokens, index).
     replace_unreadable=True serves, for an image that fails to load, a stand-in drawn from (seed, epoch,
     index, try) with its own caption, so one bad file never ends a run and a resumed run replaces it
@@ -181,7 +204,7 @@ class ManifestDataset(torch.utils.data.Dataset):
 
     def __init__(self, manifest_paths, tokenizer, image_size, channels=1, split="train", seed=0,
                  caption_style="diverse", return_index=False, max_side=None, replace_unreadable=False,
-                 augment=False):
+                 augment=False, display_augment=False):
         if caption_style not in CAPTION_STYLES:
             raise ValueError(f"caption_style must be one of {CAPTION_STYLES}, got {caption_style!r}")
         paths = [manifest_paths] if isinstance(manifest_paths, (str, Path)) else manifest_paths
@@ -192,7 +215,7 @@ class ManifestDataset(torch.utils.data.Dataset):
                 entry["captions"] = [template] if caption_style == "simple" else [*entry["captions"], template]
         self.tokenizer, self.image_size, self.channels = tokenizer, image_size, channels
         self.seed, self.epoch, self.return_index = seed, 0, return_index
-        self.caption_style, self.augment = caption_style, augment
+        self.caption_style, self.augment, self.display_augment = caption_style, augment, display_augment
         # Decode no more than will be used: twice the input side leaves a half-side crop at full detail.
         self.max_side = max_side or (image_size and 2 * image_size)
         self.replace_unreadable = replace_unreadable
@@ -223,7 +246,8 @@ class ManifestDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index, AUGMENT_STREAM))
         params = draw_augmentation(rng, entry["width"], entry["height"], [box[:4] for box in entry["boxes"]],
                                    crop=not entry.get("chip"))
-        return params, int(rng.integers(2**63))
+        seed = int(rng.integers(2**63))  # D2C's; the display is drawn after it, so it changes nothing else
+        return {**params, **(draw_display(rng) if self.display_augment else NO_DISPLAY)}, seed
 
     def item_captions(self, index):
         """The captions true of item index as served this epoch, caption(index) among them: the entry's

@@ -54,6 +54,9 @@ def parse_args(argv=None):
                    help="a caption also true of another image in the batch is a positive for it too")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="box-aware flips, turns and crops, each caption rewritten by D2C to stay true")
+    p.add_argument("--display-augment", action="store_true",
+                   help="with --augment, show half the images with a random display gamma and gain: a model for "
+                        "releases scaled unlike its training data (README: Train on real SAR)")
     p.add_argument("--count-negatives", type=int, default=1,
                    help="false-count copies of each caption, extra negatives for its own image (0: off)")
     p.add_argument("--accum-steps", type=int, default=1,
@@ -153,8 +156,8 @@ MAX_UNREADABLE = 0.01  # a run stops when more than this fraction of its trainin
 
 # A resumed run must be the same run: these arguments shape the data, the model or the schedule.
 RESUME_MUST_MATCH = ("size", "image_size", "data", "init", "batch_size", "lr", "wd", "warmup", "anyreader", "max_tiles",
-                     "captions", "augment", "dedup_targets", "count_negatives", "accum_steps", "lock_image", "lock_text",
-                     "seed", "steps", "epochs", "precision")
+                     "captions", "augment", "display_augment", "dedup_targets", "count_negatives", "accum_steps",
+                     "lock_image", "lock_text", "seed", "steps", "epochs", "precision")
 
 
 def read_resume(path, args):
@@ -440,7 +443,7 @@ def main(argv=None):
     dataset = ManifestDataset(manifests, tokenizer, image_size=None if args.anyreader else clip.cfg.image_size,
                               channels=clip.cfg.in_channels, split="train", seed=args.seed,
                               caption_style=args.captions, return_index=True, replace_unreadable=True,
-                              augment=args.augment,
+                              augment=args.augment, display_augment=args.display_augment,
                               max_side=largest_useful_side(clip.cfg.image_size, args.max_tiles) if args.anyreader else None)
     steps_per_epoch = len(dataset) // args.batch_size
     if steps_per_epoch == 0:

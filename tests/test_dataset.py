@@ -11,7 +11,7 @@ import d2c
 import synthetic
 from data import build_manifest
 from dataset import (ManifestDataset, augment_image, augment_record, box_inside, collate_keep_size, crop_window,
-                     draw_augmentation)
+                     draw_augmentation, draw_display, NO_DISPLAY)
 from rasters import squeeze_to_square
 from test_data import caption_file, chip_folder, fake_tokenizer, gray_image, voc_object
 
@@ -47,7 +47,7 @@ def test_dataset_draws_one_caption_per_epoch(tmp_path):
 
 # ---- box-aware augmentation ---------------------------------------------------------------------------
 
-NO_CHANGE = {"crop": None, "flip_x": False, "flip_y": False, "turns": 0}
+NO_CHANGE = {"crop": None, "flip_x": False, "flip_y": False, "turns": 0, **NO_DISPLAY}
 
 
 def scene_entry(boxes, width=90, height=60, **extra):
@@ -104,7 +104,7 @@ def bright_box(image):
 def test_pixels_and_boxes_move_together(flip_x, flip_y, turns):
     box, entry = [10, 4, 22, 12], scene_entry([[10, 4, 22, 12], [70, 30, 80, 40]], width=90, height=60)
     for crop, scale in ((None, 1), ((6, 2, 60, 50), 1), ((6, 2, 60, 50), 0.5)):  # 0.5: loaded at half size
-        params = {"crop": crop, "flip_x": flip_x, "flip_y": flip_y, "turns": turns}
+        params = {**NO_CHANGE, "crop": crop, "flip_x": flip_x, "flip_y": flip_y, "turns": turns}
         image = augment_image(bright_square([round(v * scale) for v in box], round(90 * scale), round(60 * scale)),
                                    params, 90, 60)
         record = augment_record(entry, params)
@@ -123,6 +123,23 @@ def test_chips_are_flipped_and_turned_never_cropped():
     for params in drawn:
         [obj] = augment_record(entry, params)["objects"]
         assert obj == {"category": "ship", "box": [16, 16, 48, 48], "size_known": False}  # still centred
+
+
+def test_a_new_display_keeps_the_boxes_the_caption_and_what_is_brighter():
+    rng = np.random.default_rng(0)
+    displays = [draw_display(rng) for _ in range(1000)]
+    unchanged = sum(d == NO_DISPLAY for d in displays)
+    assert 420 < unchanged < 580  # AUGMENT_ODDS["display"]: half are served as stored
+    for key in ("gamma", "gain"):
+        values = np.array([d[key] for d in displays if d != NO_DISPLAY])
+        assert 0.5 <= values.min() < 0.55 and 1.8 < values.max() <= 2.0
+        assert 0.85 < np.median(values) < 1.15  # log-uniform: as often darker as brighter
+    image = torch.tensor([[[0.0, 0.25, 0.5, 0.8]]])  # [1, 1, 4]
+    assert torch.allclose(augment_image(image, {**NO_CHANGE, "gamma": 2.0, "gain": 2.0}, 4, 1),
+                          torch.tensor([[[0.0, 0.125, 0.5, 1.0]]]))  # 2 x^2, capped at 1: amplitude as intensity
+    assert torch.allclose(augment_image(image, {**NO_CHANGE, "gamma": 0.5}, 4, 1), image.sqrt())
+    entry = scene_entry([[5, 5, 20, 15]])
+    assert augment_record(entry, {**NO_CHANGE, "gamma": 0.5, "gain": 2.0}) == augment_record(entry, NO_CHANGE)
 
 
 def test_only_a_named_source_reaches_an_augmented_caption():
@@ -174,6 +191,24 @@ def test_augmented_items_are_deterministic_and_their_captions_true(tmp_path):
         assert dataset[5][0].equal(plain[5][0]) and dataset.caption(5) == "a ship in the upper-left"  # csv: as it is
         assert dataset.item_captions(5) == ["a ship in the upper-left"]
     assert moved > 20  # of 32 scene items, most were flipped, turned or cropped
+
+
+def test_display_augment_changes_only_the_display(tmp_path):
+    manifest = augment_set(tmp_path)
+    plain = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3, augment=True)
+    shown = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3, augment=True, display_augment=True)
+    redisplayed = 0
+    for plain.epoch in range(6):
+        shown.set_epoch(plain.epoch)
+        for i in range(5):  # the scenes and the chip: same transform, same caption, a new display
+            params, seed = shown.augmentation(i)
+            assert ({**params, **NO_DISPLAY}, seed) == plain.augmentation(i)
+            assert shown.caption(i) == plain.caption(i) and shown.item_truth(i) == plain.item_truth(i)
+            expected = plain.image(i).pow(params["gamma"]).mul(params["gain"]).clamp(0, 1)
+            assert torch.allclose(shown.image(i), expected)
+            redisplayed += params["gamma"] != 1
+        assert shown[5][0].equal(plain[5][0])  # the csv image: served as it is
+    assert 6 <= redisplayed <= 24  # half of 30, give or take
 
 
 @pytest.mark.parametrize("memo_size", [3, ManifestDataset.MEMO_SIZE])
