@@ -169,8 +169,9 @@ def read_resume(path, args):
     missing = [k for k in ("model", "optimizer", "scaler", "step", "rng", "config", "tokenizer", "args") if k not in ckpt]
     if missing:
         raise SystemExit(f"--resume {path}: not a train.py checkpoint (no {', '.join(missing)})")
-    differ = [f"--{k.replace('_', '-')} {ckpt['args'].get(k)!r} there, {getattr(args, k)!r} here"
-              for k in RESUME_MUST_MATCH if ckpt["args"].get(k) != getattr(args, k)]
+    saved = {**vars(parse_args([])), **ckpt["args"]}  # arguments newer than the checkpoint: their defaults
+    differ = [f"--{k.replace('_', '-')} {saved[k]!r} there, {getattr(args, k)!r} here"
+              for k in RESUME_MUST_MATCH if saved[k] != getattr(args, k)]
     if differ:
         raise SystemExit(f"--resume {path}: the checkpoint comes from a different run: " + "; ".join(differ))
     if not (Path(path).parent / ckpt["tokenizer"]).is_file():

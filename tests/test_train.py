@@ -144,6 +144,15 @@ def test_bad_input_is_named_before_any_training_step(manifest, tmp_path):
     with pytest.raises(SystemExit, match=r"different run: --batch-size 8 there, 16 here"):
         train.main(small_run(manifest, tmp_path / "e", "--steps", "2", "--batch-size", "16",
                              "--resume", str(tmp_path / "d" / "ckpt.pt")))
+    older = torch.load(tmp_path / "d" / "ckpt.pt", weights_only=True)  # written before --display-augment existed
+    del older["args"]["display_augment"]
+    torch.save(older, tmp_path / "d" / "older.pt")
+    args = train.parse_args(small_run(manifest, tmp_path / "d", "--steps", "2",
+                                      "--resume", str(tmp_path / "d" / "older.pt")))
+    assert train.read_resume(args.resume, args)["step"] == 2  # the missing argument reads as its default
+    with pytest.raises(SystemExit, match=r"different run: --display-augment False there, True here"):
+        train.read_resume(args.resume, train.parse_args([*small_run(manifest, tmp_path / "d", "--steps", "2"),
+                                                         "--display-augment"]))
 
 
 def test_anyreader_run_keeps_clip_keys_and_saves_its_fusion_under_its_own_prefix(manifest, tmp_path):
