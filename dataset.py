@@ -167,6 +167,8 @@ def augment_image(image, params, width, height, size=None):
     if params["flip_y"]:
         image = image.flip(-2)
     image = torch.rot90(image, params["turns"], dims=(-2, -1))  # anticlockwise, as moved_box
+    if params["gamma"] == params["gain"] == 1:  # NO_DISPLAY: the pixels as stored
+        return image
     return image.pow(params["gamma"]).mul(params["gain"]).clamp(0, 1)  # draw_display's new display
 
 
