@@ -18,7 +18,7 @@ import torch
 
 import d2c
 from data import read_manifest
-from rasters import SARDataError, load_sar_image, squeeze_to_square
+from rasters import SARDataError, load_sar_image, redisplay, squeeze_to_square
 
 
 # ---- box-aware augmentation: the image and its boxes move together, D2C re-captions -------------------
@@ -106,7 +106,8 @@ def draw_display(rng):
     an intensity image and 0.5 back, a gain is another calibration or stretch. Both are monotonic, so
     what is bright stays at least as bright as what is dark and no caption (counts, places, sizes) can
     become false. A model that has seen them still reads a release displayed unlike its training data
-    (measured in the README: Train on real SAR); ManifestDataset(display_augment=True) draws them.
+    (measured in the README: Train on real SAR); ManifestDataset(display_augment=True) draws them,
+    rasters.redisplay shows an image so, and eval.py --display measures a model on images shown so.
     """
     gamma, gain = np.exp(rng.uniform(*np.log(DISPLAY_RANGE), size=2))
     if rng.random() >= AUGMENT_ODDS["display"]:
@@ -167,9 +168,7 @@ def augment_image(image, params, width, height, size=None):
     if params["flip_y"]:
         image = image.flip(-2)
     image = torch.rot90(image, params["turns"], dims=(-2, -1))  # anticlockwise, as moved_box
-    if params["gamma"] == params["gain"] == 1:  # NO_DISPLAY: the pixels as stored
-        return image
-    return image.pow(params["gamma"]).mul(params["gain"]).clamp(0, 1)  # draw_display's new display
+    return redisplay(image, params["gamma"], params["gain"])  # NO_DISPLAY leaves the pixels as stored
 
 
 # ---- the Dataset ------------------------------------------------------------------------------------

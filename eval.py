@@ -121,11 +121,12 @@ def crop(image, box, context=0.25):
 
 
 @torch.no_grad()
-def encode_images(model, images, reader=None, batch_size=64):
+def encode_images(model, images, reader=None, batch_size=64, display=None):
     """L2-normalised features [N, embed_dim] of N image items, loaded a batch at a time.
 
     Through AnyReader when given (any size: tiles plus a global view); otherwise each image is
-    squeezed whole into the model's native square, as train.py's dataset feeds it.
+    squeezed whole into the model's native square, as train.py's dataset feeds it. display=(gamma,
+    gain) shows every image as rasters.redisplay does, as another release might have stored it.
     """
     cfg, device = model.cfg, next(model.parameters()).device
     # Decode no more pixels than the encoder can use: 4x its side is plenty for an antialiased shrink.
@@ -134,6 +135,7 @@ def encode_images(model, images, reader=None, batch_size=64):
     for start in range(0, len(images), batch_size):
         batch = [load_image(item, cfg.in_channels, max_side).to(device)
                  for item in images[start:start + batch_size]]
+        batch = [rasters.redisplay(image, *display) for image in batch] if display else batch
         if reader is not None:
             out = reader(batch)
         else:
@@ -181,7 +183,7 @@ def count_prompt(n, category):
     return f"a SAR image of {d2c.count_word(n)} {d2c.plural(category, n)}."
 
 
-def counting(model, tokenizer, entries, reader=None, batch_size=64):
+def counting(model, tokenizer, entries, reader=None, batch_size=64, display=None):
     """SARCount: each image (1-10 targets of one class) picks the best of ten prompts, one per number.
 
     The prompts differ only in the number ("a SAR image of {n} ships."), so only the model's sense of
@@ -191,7 +193,7 @@ def counting(model, tokenizer, entries, reader=None, batch_size=64):
     categories = sorted({next(iter(entry["counts"])) for entry in entries})
     prompts = [count_prompt(n, category) for category in categories for n in COUNTS]
     text = encode_texts(model, tokenizer, prompts).view(len(categories), len(COUNTS), -1)  # [class, number, D]
-    image = encode_images(model, [entry["image"] for entry in entries], reader, batch_size)  # [N, D]
+    image = encode_images(model, [entry["image"] for entry in entries], reader, batch_size, display)  # [N, D]
     own = text[[categories.index(next(iter(entry["counts"]))) for entry in entries]]  # [N, number, D]
     similarity = torch.einsum("nd,nkd->nk", image, own)
     predicted = torch.tensor(list(COUNTS))[similarity.argmax(dim=1)]
@@ -201,7 +203,7 @@ def counting(model, tokenizer, entries, reader=None, batch_size=64):
     return {**counting_metrics(predicted, true), "predictions": predictions}
 
 
-def retrieval(model, tokenizer, entries, reader=None, batch_size=64):
+def retrieval(model, tokenizer, entries, reader=None, batch_size=64, display=None):
     """Retrieval metrics on manifest entries (dicts with 'image' and 'captions'), or a dataset holding them.
 
     Each distinct sentence is one caption, right for every image it was written for: D2C writes
@@ -214,7 +216,7 @@ def retrieval(model, tokenizer, entries, reader=None, batch_size=64):
     positives = torch.zeros(len(entries), len(captions), dtype=torch.bool)
     for i, entry in enumerate(entries):
         positives[i, [index[c] for c in entry["captions"]]] = True
-    image = encode_images(model, [entry["image"] for entry in entries], reader, batch_size)
+    image = encode_images(model, [entry["image"] for entry in entries], reader, batch_size, display)
     return retrieval_metrics(image, encode_texts(model, tokenizer, captions), positives)
 
 
@@ -370,15 +372,16 @@ def describe(sets):
 TASKS = ("retrieval", "zero-shot", "few-shot", "linear-probe", "counting")
 
 
-def evaluate(model, tokenizer, sets, tasks=TASKS, reader=None, batch_size=64):
-    """One model's results on the prepared sets: {"retrieval": {...}, "zero_shot": {...}, ...}."""
+def evaluate(model, tokenizer, sets, tasks=TASKS, reader=None, batch_size=64, display=None):
+    """One model's results on the prepared sets: {"retrieval": {...}, "zero_shot": {...}, ...}; with
+    display=(gamma, gain), on every image shown as rasters.redisplay does."""
     model.eval()
     results = {}
     if "retrieval" in tasks:
-        results["retrieval"] = retrieval(model, tokenizer, sets["retrieval"], reader, batch_size)
+        results["retrieval"] = retrieval(model, tokenizer, sets["retrieval"], reader, batch_size, display)
     if {"zero-shot", "few-shot", "linear-probe"} & set(tasks):
         train_items, train_labels, test_items, test_labels, classes = sets["chips"]
-        test = encode_images(model, test_items, reader, batch_size)  # frozen features, computed once
+        test = encode_images(model, test_items, reader, batch_size, display)  # frozen features, computed once
         if "zero-shot" in tasks:
             zero = zero_shot(model, tokenizer, test, test_labels, classes)
             results["zero_shot"] = {**zero, "per_class": dict(zip(classes, zero["per_class"]))}
@@ -386,7 +389,7 @@ def evaluate(model, tokenizer, sets, tasks=TASKS, reader=None, batch_size=64):
             if not train_items:
                 raise ValueError("few-shot and linear probing need training chips: give --chips, --chips-train, "
                                  "or a manifest with a 'train' split")
-            train = encode_images(model, train_items, reader, batch_size)
+            train = encode_images(model, train_items, reader, batch_size, display)
             if "few-shot" in tasks:
                 results["few_shot"] = few_shot(train, train_labels, test, test_labels)
             if "linear-probe" in tasks:
@@ -394,7 +397,7 @@ def evaluate(model, tokenizer, sets, tasks=TASKS, reader=None, batch_size=64):
                                            "chance": 100 / len(classes)}
     if "counting" in tasks:
         if sets["counting"]:
-            results["counting"] = counting(model, tokenizer, sets["counting"], reader, batch_size)
+            results["counting"] = counting(model, tokenizer, sets["counting"], reader, batch_size, display)
         else:
             print("counting: skipped, no held-out image has 1-10 targets of one class", file=sys.stderr)
     return results
@@ -447,11 +450,16 @@ def parse_args(argv=None):
                    "none: --baselines with no names")
     p.add_argument("--init", help="the starting CLIP checkpoint, if it moved since training")
     p.add_argument("--out", help="folder for eval.json and the PNGs (default: beside the checkpoint)")
+    p.add_argument("--display", nargs=2, type=float, metavar=("GAMMA", "GAIN"),
+                   help="show every image x in [0, 1] as min(1, GAIN * x^GAMMA), as a release stored otherwise "
+                        "might (2 1: amplitude read as intensity); results go to display_GAMMA_GAIN/ by default")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, help="seeds the untrained baseline (default: the run's seed, so it is "
                    "exactly the weights training started from)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
+    if args.display and min(args.display) <= 0:
+        p.error(f"--display: gamma and gain must be positive, got {args.display[0]:g} {args.display[1]:g}")
     if bool(args.chips_train) != bool(args.chips_test) or (args.chips and args.chips_train):
         p.error("give either --chips DIR, or both --chips-train DIR and --chips-test DIR")
     return args
@@ -467,6 +475,8 @@ def main(argv=None):
     model, tokenizer, info = load_checkpoint(args.checkpoint)
     sets = prepare_sets(args, info)
     print(describe(sets))
+    if args.display:
+        print("every image shown as min(1, {1:g} x^{0:g}) (--display)".format(*args.display))
     models = {"checkpoint": (model, info["reader"])}
     if "untrained" in args.baselines:
         seed = info["args"].get("seed", 0) if args.seed is None else args.seed
@@ -478,12 +488,13 @@ def main(argv=None):
     for name, (clip, reader) in models.items():
         clip = clip.to(args.device)
         reader = reader.to(args.device) if reader is not None else None
-        results[name] = evaluate(clip, tokenizer, sets, args.tasks, reader, args.batch_size)
+        results[name] = evaluate(clip, tokenizer, sets, args.tasks, reader, args.batch_size, args.display)
     seconds = time.perf_counter() - started
     baselines = {name: results[name] for name in models if name != "checkpoint"}
     report = {**results["checkpoint"], "baselines": baselines, "checkpoint": str(args.checkpoint),
-              "data": describe(sets), "seconds": seconds}
-    write_outputs(report, results, sets, Path(args.out or Path(args.checkpoint).parent))
+              "data": describe(sets), "display": args.display, "seconds": seconds}
+    shown = "" if args.display is None else "display_{:g}_{:g}".format(*args.display)  # keeps eval.json as stored
+    write_outputs(report, results, sets, Path(args.out or Path(args.checkpoint).parent / shown))
     print(format_table(results))
     if "counting" in report:
         print(format_counting(results))

@@ -267,6 +267,16 @@ def load_sar_image(path, channels=1, max_side=None):
     return torch.from_numpy(np.ascontiguousarray(pixels))[None].repeat(channels, 1, 1)
 
 
+def redisplay(image, gamma, gain):
+    """[C, H, W] in [0, 1] -> min(1, gain * image ** gamma): the same backscatter as another product or
+    converter would show it. A gamma of 2 turns amplitude into intensity (amplitude squared) and 0.5
+    back; a gain is another calibration or stretch. Monotonic, so what is bright stays brighter than
+    what is dark. gamma = gain = 1 returns the image itself."""
+    if gamma == gain == 1:
+        return image
+    return image.pow(gamma).mul(gain).clamp(0, 1)
+
+
 def squeeze_to_square(image, size):
     """[C, H, W] -> [C, size, size]: the whole image, antialiased, never cropped (a target may sit at
     an edge, and captions speak of every target); a no-op at that size. What train and eval feed CLIP."""

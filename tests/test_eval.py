@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import data
+import rasters
 import synthetic as synthetic_module
 from synthetic import make_synthetic
 import eval as evaluation
@@ -122,6 +123,24 @@ def test_evaluation_is_deterministic(run, synthetic, tmp_path):
     for report in (first, second):
         report.pop("seconds")
     assert first == second
+
+
+def test_display_shows_every_image_as_another_release_might(run, synthetic, capsys):
+    model, _, _ = evaluation.load_checkpoint(run)
+    paths = [entry["image"] for entry in evaluation.held_out_entries([synthetic["scenes"]])[:5]]
+    side = 4 * model.cfg.image_size  # what encode_images decodes
+    by_hand = [rasters.redisplay(evaluation.load_image(p, 1, side), 2.0, 0.5) for p in paths]  # 0.5 x^2
+    assert torch.equal(evaluation.encode_images(model, paths, display=(2.0, 0.5)),
+                       evaluation.encode_images(model, by_hand))
+    assert not torch.allclose(evaluation.encode_images(model, paths), evaluation.encode_images(model, by_hand))
+    report = evaluation.main(["--checkpoint", str(run), "--data", str(synthetic["scenes"]), "--tasks", "retrieval",
+                              "--baselines", "--display", "2", "0.5"])
+    assert "every image shown as min(1, 0.5 x^2)" in capsys.readouterr().out
+    written = json.loads((run.parent / "display_2_0.5" / "eval.json").read_text())  # eval.json as stored stays
+    assert written["display"] == [2.0, 0.5] and written["retrieval"] == report["retrieval"]
+    with pytest.raises(SystemExit):
+        evaluation.parse_args(["--checkpoint", str(run), "--display", "0", "1"])
+    assert "gamma and gain must be positive, got 0 1" in capsys.readouterr().err
 
 
 def test_untrained_baseline_is_where_training_started(synthetic, tmp_path):

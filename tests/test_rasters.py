@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 import chips
-from rasters import SARDataError, image_size, load_sar_image, raster_kind, read_mstar, read_tiff, unit_range
+from rasters import (SARDataError, image_size, load_sar_image, raster_kind, read_mstar, read_tiff, redisplay,
+                     unit_range)
 
 
 def saved(tmp_path, image, name="x.tif"):
@@ -27,6 +28,14 @@ def test_8bit_and_rgb_gray_are_divided_by_255(tmp_path):
     rgb = load_sar_image(saved(tmp_path, Image.new("RGB", (5, 4), (51, 51, 51)), "c.png"), channels=3)
     assert gray.shape == (1, 4, 5) and gray.dtype == torch.float32 and torch.allclose(gray, torch.full_like(gray, 0.2))
     assert rgb.shape == (3, 4, 5) and torch.allclose(rgb, torch.full_like(rgb, 0.2))
+
+
+def test_redisplay_shows_amplitude_as_intensity_and_keeps_the_order():
+    amplitude = torch.tensor([[[0.0, 0.25, 0.5, 0.8]]])  # [1, 1, 4]
+    assert redisplay(amplitude, 1, 1) is amplitude  # as stored
+    assert torch.allclose(redisplay(amplitude, 2, 1), torch.tensor([[[0.0, 0.0625, 0.25, 0.64]]]))  # squared
+    assert torch.allclose(redisplay(amplitude, 0.5, 2), torch.tensor([[[0.0, 1.0, 1.0, 1.0]]]))  # 2 sqrt(x), capped
+    assert torch.all(redisplay(amplitude, 0.7, 1.3).diff() >= 0)  # what was brighter is not darker
 
 
 @pytest.mark.parametrize("kind", ["uint16 intensity", "int32 intensity", "float intensity", "uint16 amplitude",
