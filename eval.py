@@ -126,7 +126,9 @@ def encode_images(model, images, reader=None, batch_size=64, display=None):
 
     Through AnyReader when given (any size: tiles plus a global view); otherwise each image is
     squeezed whole into the model's native square, as train.py's dataset feeds it. display=(gamma,
-    gain) shows every image as rasters.redisplay does, as another release might have stored it.
+    gain) shows every image as rasters.redisplay does, as an 8-bit release stored otherwise might; it
+    is applied after the shrink to max_side, as --display-augment is in training (squaring first
+    would keep a small bright target brighter).
     """
     cfg, device = model.cfg, next(model.parameters()).device
     # Decode no more pixels than the encoder can use: 4x its side is plenty for an antialiased shrink.
@@ -449,17 +451,19 @@ def parse_args(argv=None):
                    help="models beside the checkpoint ('init' only when train.py started from CLIP); "
                    "none: --baselines with no names")
     p.add_argument("--init", help="the starting CLIP checkpoint, if it moved since training")
-    p.add_argument("--out", help="folder for eval.json and the PNGs (default: beside the checkpoint)")
+    p.add_argument("--out", help="folder for eval.json and the PNGs (default: beside the checkpoint, in "
+                                 "display_GAMMA_GAIN/ there with --display)")
     p.add_argument("--display", nargs=2, type=float, metavar=("GAMMA", "GAIN"),
-                   help="show every image x in [0, 1] as min(1, GAIN * x^GAMMA), as a release stored otherwise "
-                        "might (2 1: amplitude read as intensity); results go to display_GAMMA_GAIN/ by default")
+                   help="show every image x in [0, 1] as min(1, GAIN * x^GAMMA), as an 8-bit release stored "
+                        "otherwise might (2 1: amplitude read as intensity; 16-bit and float rasters are "
+                        "stretched on reading, which undoes any gamma and gain)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, help="seeds the untrained baseline (default: the run's seed, so it is "
                    "exactly the weights training started from)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    if args.display and min(args.display) <= 0:
-        p.error(f"--display: gamma and gain must be positive, got {args.display[0]:g} {args.display[1]:g}")
+    if args.display and not all(0 < value < math.inf for value in args.display):  # nan fails too
+        p.error(f"--display: gamma and gain must be positive numbers, got {args.display[0]:g} {args.display[1]:g}")
     if bool(args.chips_train) != bool(args.chips_test) or (args.chips and args.chips_train):
         p.error("give either --chips DIR, or both --chips-train DIR and --chips-test DIR")
     return args

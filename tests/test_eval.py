@@ -125,7 +125,7 @@ def test_evaluation_is_deterministic(run, synthetic, tmp_path):
     assert first == second
 
 
-def test_display_shows_every_image_as_another_release_might(run, synthetic, capsys):
+def test_display_shows_every_image_as_another_release_might(run, synthetic, capsys, monkeypatch):
     model, _, _ = evaluation.load_checkpoint(run)
     paths = [entry["image"] for entry in evaluation.held_out_entries([synthetic["scenes"]])[:5]]
     side = 4 * model.cfg.image_size  # what encode_images decodes
@@ -133,14 +133,20 @@ def test_display_shows_every_image_as_another_release_might(run, synthetic, caps
     assert torch.equal(evaluation.encode_images(model, paths, display=(2.0, 0.5)),
                        evaluation.encode_images(model, by_hand))
     assert not torch.allclose(evaluation.encode_images(model, paths), evaluation.encode_images(model, by_hand))
-    report = evaluation.main(["--checkpoint", str(run), "--data", str(synthetic["scenes"]), "--tasks", "retrieval",
-                              "--baselines", "--display", "2", "0.5"])
+    loaded, shown = [], []  # every image any task loads, for every model, is shown with the display
+    monkeypatch.setattr(evaluation, "load_image", lambda *a, _load=evaluation.load_image: loaded.append(a) or _load(*a))
+    monkeypatch.setattr(rasters, "redisplay", lambda image, *d, _show=rasters.redisplay: shown.append(d) or _show(image, *d))
+    evaluation.main(["--checkpoint", str(run), "--data", str(synthetic["scenes"]), "--counting",
+                     str(synthetic["count"]), "--chips", str(synthetic["chips"]), "--display", "2", "0.5"])
+    n = len(loaded) // 3  # the checkpoint and its two baselines read the same images, all five tasks'
+    assert n > 100 and loaded == loaded[:n] * 3 and len(shown) == len(loaded) and set(shown) == {(2.0, 0.5)}
     assert "every image shown as min(1, 0.5 x^2)" in capsys.readouterr().out
     written = json.loads((run.parent / "display_2_0.5" / "eval.json").read_text())  # eval.json as stored stays
-    assert written["display"] == [2.0, 0.5] and written["retrieval"] == report["retrieval"]
-    with pytest.raises(SystemExit):
-        evaluation.parse_args(["--checkpoint", str(run), "--display", "0", "1"])
-    assert "gamma and gain must be positive, got 0 1" in capsys.readouterr().err
+    assert written["display"] == [2.0, 0.5] and set(written["baselines"]) == {"untrained", "init"}
+    for bad in (["0", "1"], ["2", "nan"]):
+        with pytest.raises(SystemExit):
+            evaluation.parse_args(["--checkpoint", str(run), "--display", *bad])
+        assert f"gamma and gain must be positive numbers, got {bad[0]} {bad[1]}" in capsys.readouterr().err
 
 
 def test_untrained_baseline_is_where_training_started(synthetic, tmp_path):
