@@ -1,7 +1,7 @@
 """What training reads: MMSAR manifest entries served as (image, caption tokens), augmented with their boxes.
 
-data.py builds manifests; this file serves them. Box-aware augmentation flips, turns and crops an image
-together with its boxes, and D2C writes the caption of the transformed record, so a caption stays true of
+data.py builds manifests; this file serves them. Box-aware augmentation flips, turns and crops a scene
+together with its boxes (a chip keeps its sensor's geometry), and D2C writes the caption of the transformed record, so a caption stays true of
 the pixels it is served with ("upper-left" becomes "upper-right" after a flip, "three ships" becomes "two
 ships" when a crop leaves two). Each item's transform and caption depend only on (seed, epoch, index), so
 a resumed run serves exactly what the uninterrupted one would have.
@@ -89,15 +89,15 @@ def draw_augmentation(rng, width, height, boxes, chip=False):
     {"crop": a crop_window or None, "flip_x": bool, "flip_y": bool, "turns": 0-3 quarter turns
     anticlockwise}, applied in that order by augment_record and augment_image. rng: a numpy Generator.
 
-    chip=True keeps the image as it is: no crop (the one thing known about a chip's target is that it
-    is centred), and no flip or turn. A chip set is cut in one sensor geometry, and its test chips
-    share it: MSTAR's radar looks up from the bottom of every chip, so a target's bright returns face
-    down and its shadow falls up. A quarter turn or an up-down flip shows a shadow falling where none
-    ever falls in the set (a left-right flip would not in MSTAR, but would in a set whose radar looks
-    from the side), and spends the model's capacity on it: served as stored, the recipe's held-out
+    chip=True keeps a chip's geometry: no crop (the one thing known about a chip's target is that it
+    is centred), no flip, no turn. A chip set is cut in one sensor geometry, and its test chips share
+    it: MSTAR's radar looks up from the bottom of every chip, so a target's bright returns face down
+    and its shadow falls up. A draw that does not keep up as up (a quarter or half turn, or an up-down
+    flip that no half turn undoes; three draws in four) shows a shadow where none ever falls in the
+    set, and spends the model's capacity on it: with chips kept as they are, the recipe's held-out
     MSTAR chips went from 94-96% to 99% zero-shot (README: Train on real SAR). A chip's flips and turn
-    are drawn all the same, so its D2C seed and display, drawn next, are those it had when it was
-    turned: the README's comparison changes the chips' pixels and nothing else.
+    are still drawn, so the D2C seed and display drawn after them are the same whether or not its
+    geometry is kept: the README's comparison changes the chips' pixels and nothing else.
     """
     params = {"flip_x": bool(rng.random() < AUGMENT_ODDS["flip_x"]),
               "flip_y": bool(rng.random() < AUGMENT_ODDS["flip_y"]), "turns": int(rng.integers(4))}
@@ -203,8 +203,8 @@ class ManifestDataset(torch.utils.data.Dataset):
     on (seed, epoch, index), and caption(index), item_captions(index), item_counts(index) and, with
     D2C's claims of what each caption states, caption_claim(index) and item_truth(index) recompute it
     without loading the image: what the training loop needs for positives and count negatives.
-    display_augment=True (with augment) also shows half of those images with a new display gamma and
-    gain (draw_display), which no caption speaks of.
+    display_augment=True (with augment) also shows half of the images D2C captions (scenes and chips)
+    with a new display gamma and gain (draw_display), which no caption speaks of.
     return_index=True adds the index of the image served to each item: (image, tokens, index).
     replace_unreadable=True serves, for an image that fails to load, a stand-in drawn from (seed, epoch,
     index, try) with its own caption, so one bad file never ends a run and a resumed run replaces it

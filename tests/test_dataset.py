@@ -188,6 +188,7 @@ def test_augmented_items_are_deterministic_and_their_captions_true(tmp_path):
             moved += not torch.equal(image, plain[i][0])
         chip_image, _ = dataset[4]
         assert chip_image.equal(plain[4][0]) and dataset.item_counts(4) == {"T72": 1}  # as stored, every epoch
+        assert dataset.augmentation(4)[0] == NO_CHANGE  # its geometry kept; its captions are written anew
         assert dataset[5][0].equal(plain[5][0]) and dataset.caption(5) == "a ship in the upper-left"  # csv: as it is
         assert dataset.item_captions(5) == ["a ship in the upper-left"]
     assert moved > 20  # of 32 scene items, most were flipped, turned or cropped
