@@ -1,10 +1,11 @@
 """What training reads: MMSAR manifest entries served as (image, caption tokens), augmented with their boxes.
 
 data.py builds manifests; this file serves them. Box-aware augmentation flips, turns and crops a scene
-together with its boxes (a chip keeps its sensor's geometry), and D2C writes the caption of the transformed record, so a caption stays true of
-the pixels it is served with ("upper-left" becomes "upper-right" after a flip, "three ships" becomes "two
-ships" when a crop leaves two). Each item's transform and caption depend only on (seed, epoch, index), so
-a resumed run serves exactly what the uninterrupted one would have.
+together with its boxes (a chip keeps its sensor's geometry), and D2C writes the caption of the
+transformed record, so a caption stays true of the pixels it is served with ("upper-left" becomes
+"upper-right" after a flip, "three ships" becomes "two ships" when a crop leaves two). Each item's
+transform and caption depend only on (seed, epoch, index), so a resumed run serves exactly what the
+uninterrupted one would have.
 
     dataset = ManifestDataset(["mmsar.jsonl"], tokenizer, image_size=64, augment=True)
     dataset.set_epoch(0)
@@ -199,10 +200,10 @@ class ManifestDataset(torch.utils.data.Dataset):
     captions of the transformed boxes, so "upper-left" becomes "upper-right" after a horizontal flip
     and "three ships" becomes "two ships" when a crop leaves two. Chips keep their sensor's geometry
     (draw_augmentation: no flip, turn or crop), their captions written anew; csv entries are served
-    as they are. The transform of an item depends only
-    on (seed, epoch, index), and caption(index), item_captions(index), item_counts(index) and, with
-    D2C's claims of what each caption states, caption_claim(index) and item_truth(index) recompute it
-    without loading the image: what the training loop needs for positives and count negatives.
+    as they are. The transform of an item depends only on (seed, epoch, index), and caption(index),
+    item_captions(index), item_counts(index) and, with D2C's claims of what each caption states,
+    caption_claim(index) and item_truth(index) recompute it without loading the image: what the
+    training loop needs for positives and count negatives.
     display_augment=True (with augment) also shows half of the images D2C captions (scenes and chips)
     with a new display gamma and gain (draw_display), which no caption speaks of.
     return_index=True adds the index of the image served to each item: (image, tokens, index).
