@@ -126,7 +126,7 @@ def encode_images(model, images, reader=None, batch_size=64, display=None):
 
     Through AnyReader when given (any size: tiles plus a global view); otherwise each image is
     squeezed whole into the model's native square, as train.py's dataset feeds it. display=(gamma,
-    gain) shows every image as rasters.redisplay does, as an 8-bit release stored otherwise might; it
+    gain, db) shows every image as rasters.redisplay does, as an 8-bit release stored otherwise might; it
     is applied after the shrink to max_side, as --display-augment is in training (squaring first
     would keep a small bright target brighter).
     """
@@ -376,7 +376,7 @@ TASKS = ("retrieval", "zero-shot", "few-shot", "linear-probe", "counting")
 
 def evaluate(model, tokenizer, sets, tasks=TASKS, reader=None, batch_size=64, display=None):
     """One model's results on the prepared sets: {"retrieval": {...}, "zero_shot": {...}, ...}; with
-    display=(gamma, gain), on every image shown as rasters.redisplay does."""
+    display=(gamma, gain, db), on every image shown as rasters.redisplay does."""
     model.eval()
     results = {}
     if "retrieval" in tasks:
@@ -452,21 +452,36 @@ def parse_args(argv=None):
                    "none: --baselines with no names")
     p.add_argument("--init", help="the starting CLIP checkpoint, if it moved since training")
     p.add_argument("--out", help="folder for eval.json and the PNGs (default: beside the checkpoint, in "
-                                 "display_GAMMA_GAIN/ there with --display)")
-    p.add_argument("--display", nargs=2, type=float, metavar=("GAMMA", "GAIN"),
+                                 "display_GAMMA_GAIN/ or display_db/ there with --display)")
+    p.add_argument("--display", nargs="+", metavar=("GAMMA|db", "GAIN"),
                    help="show every image x in [0, 1] as min(1, GAIN * x^GAMMA), as an 8-bit release stored "
                         "otherwise might (2 1: amplitude read as intensity; 16-bit and float rasters are "
-                        "stretched on reading, which undoes any gamma and gain)")
+                        "stretched on reading, which undoes any gamma and gain); db: in decibels, stretched "
+                        "as a float raster is read (an 8-bit linear-magnitude release as its magnitudes read)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, help="seeds the untrained baseline (default: the run's seed, so it is "
                    "exactly the weights training started from)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    if args.display and not all(0 < value < math.inf for value in args.display):  # nan fails too
-        p.error(f"--display: gamma and gain must be positive numbers, got {args.display[0]:g} {args.display[1]:g}")
+    if args.display:
+        args.display = parse_display(p, args.display)
     if bool(args.chips_train) != bool(args.chips_test) or (args.chips and args.chips_train):
         p.error("give either --chips DIR, or both --chips-train DIR and --chips-test DIR")
     return args
+
+
+def parse_display(parser, words):
+    """--display's words -> rasters.redisplay's (gamma, gain, db): ["2", "1"] -> (2.0, 1.0, False), ["db"] ->
+    (1.0, 1.0, True); anything else is a usage error."""
+    if [word.lower() for word in words] == ["db"]:
+        return 1.0, 1.0, True
+    try:
+        gamma, gain = map(float, words)
+    except ValueError:
+        parser.error(f"--display: give GAMMA GAIN (two numbers) or db, got {' '.join(words)}")
+    if not all(0 < value < math.inf for value in (gamma, gain)):  # nan fails too
+        parser.error(f"--display: gamma and gain must be positive numbers, got {gamma:g} {gain:g}")
+    return gamma, gain, False
 
 
 def main(argv=None):
@@ -480,7 +495,8 @@ def main(argv=None):
     sets = prepare_sets(args, info)
     print(describe(sets))
     if args.display:
-        print("every image shown as min(1, {1:g} x^{0:g}) (--display)".format(*args.display))
+        print("every image shown in decibels, stretched as a float raster is read (--display db)" if args.display[2]
+              else "every image shown as min(1, {1:g} x^{0:g}) (--display)".format(*args.display))
     models = {"checkpoint": (model, info["reader"])}
     if "untrained" in args.baselines:
         seed = info["args"].get("seed", 0) if args.seed is None else args.seed
@@ -497,7 +513,9 @@ def main(argv=None):
     baselines = {name: results[name] for name in models if name != "checkpoint"}
     report = {**results["checkpoint"], "baselines": baselines, "checkpoint": str(args.checkpoint),
               "data": describe(sets), "display": args.display, "seconds": seconds}
-    shown = "" if args.display is None else "display_{:g}_{:g}".format(*args.display)  # keeps eval.json as stored
+    shown = ""  # eval.json as stored stays; a display's goes in a folder of its own
+    if args.display:
+        shown = "display_db" if args.display[2] else "display_{:g}_{:g}".format(*args.display[:2])
     write_outputs(report, results, sets, Path(args.out or Path(args.checkpoint).parent / shown))
     print(format_table(results))
     if "counting" in report:

@@ -267,11 +267,16 @@ def load_sar_image(path, channels=1, max_side=None):
     return torch.from_numpy(np.ascontiguousarray(pixels))[None].repeat(channels, 1, 1)
 
 
-def redisplay(image, gamma, gain):
+def redisplay(image, gamma, gain, db=False):
     """[C, H, W] in [0, 1] -> min(1, gain * image ** gamma): the same backscatter as another product or
     converter would show it. A gamma of 2 turns amplitude into intensity (amplitude squared) and 0.5
-    back; a gain is another calibration or stretch. Monotonic, so what is bright stays brighter than
-    what is dark. gamma = gain = 1 returns the image itself."""
+    back; a gain is another calibration or stretch. db=True first shows the image in decibels as a
+    float raster is read (unit_range: log10, then its 1st-99th percentiles stretched to [0, 1]): an
+    8-bit release of linear magnitudes (MSTAR's JPEG chips) as it looks when the same scene ships as
+    magnitudes and load_sar_image reads it. Monotonic, so what is bright stays brighter than what is
+    dark. gamma = gain = 1 without db returns the image itself."""
+    if db:
+        image = torch.from_numpy(unit_range(image.cpu().double().numpy())).to(image.device)
     if gamma == gain == 1:
         return image
     return image.pow(gamma).mul(gain).clamp(0, 1)

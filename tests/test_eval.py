@@ -130,8 +130,11 @@ def test_display_shows_every_image_as_another_release_might(run, synthetic, caps
     paths = [entry["image"] for entry in evaluation.held_out_entries([synthetic["scenes"]])[:5]]
     side = 4 * model.cfg.image_size  # what encode_images decodes
     by_hand = [rasters.redisplay(evaluation.load_image(p, 1, side), 2.0, 0.5) for p in paths]  # 0.5 x^2
-    assert torch.equal(evaluation.encode_images(model, paths, display=(2.0, 0.5)),
+    assert torch.equal(evaluation.encode_images(model, paths, display=(2.0, 0.5, False)),
                        evaluation.encode_images(model, by_hand))
+    in_db = [rasters.redisplay(evaluation.load_image(p, 1, side), 1.0, 1.0, db=True) for p in paths]
+    assert torch.equal(evaluation.encode_images(model, paths, display=(1.0, 1.0, True)),
+                       evaluation.encode_images(model, in_db))
     assert not torch.allclose(evaluation.encode_images(model, paths), evaluation.encode_images(model, by_hand))
     loaded, shown = [], []  # every image any task loads, for every model, is shown with the display
     monkeypatch.setattr(evaluation, "load_image", lambda *a, _load=evaluation.load_image: loaded.append(a) or _load(*a))
@@ -139,14 +142,19 @@ def test_display_shows_every_image_as_another_release_might(run, synthetic, caps
     evaluation.main(["--checkpoint", str(run), "--data", str(synthetic["scenes"]), "--counting",
                      str(synthetic["count"]), "--chips", str(synthetic["chips"]), "--display", "2", "0.5"])
     n = len(loaded) // 3  # the checkpoint and its two baselines read the same images, all five tasks'
-    assert n > 100 and loaded == loaded[:n] * 3 and len(shown) == len(loaded) and set(shown) == {(2.0, 0.5)}
+    assert n > 100 and loaded == loaded[:n] * 3 and len(shown) == len(loaded) and set(shown) == {(2.0, 0.5, False)}
     assert "every image shown as min(1, 0.5 x^2)" in capsys.readouterr().out
     written = json.loads((run.parent / "display_2_0.5" / "eval.json").read_text())  # eval.json as stored stays
-    assert written["display"] == [2.0, 0.5] and set(written["baselines"]) == {"untrained", "init"}
+    assert written["display"] == [2.0, 0.5, False] and set(written["baselines"]) == {"untrained", "init"}
+    assert evaluation.parse_args(["--checkpoint", str(run), "--display", "db"]).display == (1.0, 1.0, True)
     for bad in (["0", "1"], ["2", "nan"]):
         with pytest.raises(SystemExit):
             evaluation.parse_args(["--checkpoint", str(run), "--display", *bad])
         assert f"gamma and gain must be positive numbers, got {bad[0]} {bad[1]}" in capsys.readouterr().err
+    for bad in (["2"], ["db", "1"], ["dB1"]):
+        with pytest.raises(SystemExit):
+            evaluation.parse_args(["--checkpoint", str(run), "--display", *bad])
+        assert f"give GAMMA GAIN (two numbers) or db, got {' '.join(bad)}" in capsys.readouterr().err
 
 
 def test_untrained_baseline_is_where_training_started(synthetic, tmp_path):

@@ -38,6 +38,15 @@ def test_redisplay_shows_amplitude_as_intensity_and_keeps_the_order():
     assert torch.all(redisplay(amplitude, 0.7, 1.3).diff() >= 0)  # what was brighter is not darker
 
 
+def test_redisplay_in_decibels_stretches_as_a_float_raster_is_read():
+    magnitude = torch.tensor([[[0.0, 0.01, 0.1, 1.0]]])  # [1, 1, 4]: zero, then one decade apart
+    # log10: -2 (a zero is the darkest real value), -2, -1, 0; 1st and 99th percentiles -2 and -0.03
+    in_db = redisplay(magnitude, 1, 1, db=True)
+    assert torch.allclose(in_db, torch.tensor([[[0.0, 0.0, 1 / 1.97, 1.0]]]))
+    assert torch.allclose(redisplay(magnitude, 2, 1, db=True), in_db ** 2)  # the gamma and gain come after
+    assert torch.allclose(redisplay(magnitude * 7, 1, 1, db=True), in_db)  # a calibration gain is stretched away
+
+
 @pytest.mark.parametrize("kind", ["uint16 intensity", "int32 intensity", "float intensity", "uint16 amplitude",
                                   "float dB"])
 def test_high_dynamic_range_goes_to_log_scale_and_percentiles(tmp_path, kind):
