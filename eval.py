@@ -127,8 +127,9 @@ def encode_images(model, images, reader=None, batch_size=64, display=None):
     Through AnyReader when given (any size: tiles plus a global view); otherwise each image is
     squeezed whole into the model's native square, as train.py's dataset feeds it. display=(gamma,
     gain, db) shows every image as rasters.redisplay does, as an 8-bit release stored otherwise might; it
-    is applied after the shrink to max_side, as --display-augment is in training (squaring first
-    would keep a small bright target brighter).
+    is applied after the shrink to max_side, as a release shrunk on reading would be (squaring first
+    would keep a small bright target brighter). --display-augment in training applies it later still,
+    at the model's size, so a dB stretch's percentiles there come from fewer pixels.
     """
     cfg, device = model.cfg, next(model.parameters()).device
     # Decode no more pixels than the encoder can use: 4x its side is plenty for an antialiased shrink.
