@@ -253,12 +253,12 @@ def join_and(parts):
 
 # ---- sentences -------------------------------------------------------------------------------------
 
-def group_phrase(category, objects, record, facts, rng, digits=False):
+def group_phrase(category, objects, record, statements, facts, rng, digits=False):
     """All that a caption says about one category: "three small ships in a row, about 60 to 80 m long",
-    and the statements it makes (a set of group_statements' tuples)."""
+    and the statements it makes, a subset of statements (group_statements of these objects)."""
     boxes = [obj["box"] for obj in objects]
     n, width, height = len(boxes), record["width"], record["height"]
-    true = {statement[0]: statement for statement in group_statements(category, objects, record)}
+    true = {statement[0]: statement for statement in statements}
     said = {true["count"]}
     noun = plural(category, n)
     if "size" in facts and "size" in true:  # a size word only when every member shares it
@@ -319,12 +319,18 @@ def group_statements(category, objects, record):
     return true
 
 
-def true_statements(record):
-    """(counts, statements) of a record: its {category: count} as a frozenset of ("count", category,
-    n), and every statement D2C could make of it. claim_holds checks a caption's claim against them."""
+def category_groups(record):
+    """{category: its objects}, categories in order of first appearance in record["objects"]."""
     groups = {}
     for obj in record["objects"]:
         groups.setdefault(obj["category"], []).append(obj)
+    return groups
+
+
+def true_statements(record):
+    """(counts, statements) of a record: its {category: count} as a frozenset of ("count", category,
+    n), and every statement D2C could make of it. claim_holds checks a caption's claim against them."""
+    groups = category_groups(record)
     true = set().union(*(group_statements(c, objects, record) for c, objects in groups.items()))
     true |= {("scene", record["scene"])} if record.get("scene") in SCENES else set()
     true |= {("source", record["source"])} if record.get("source") else set()
@@ -359,16 +365,14 @@ def empty_caption(record, rng):
     return rng.choice(EMPTY_TEMPLATES).format(a_image=f"{article(image)} {image}", image=image, place=place), claim
 
 
-def object_caption(record, rng, facts):
+def object_caption(record, groups, statements, rng, facts):
     """One caption for a scene with objects, saying the counts plus the chosen optional facts, and its
-    claim: the statements it makes."""
-    groups = {}  # category -> its objects, in order of first appearance
-    for obj in record["objects"]:
-        groups.setdefault(obj["category"], []).append(obj)
+    claim: the statements it makes. groups: category_groups(record); statements: {category:
+    group_statements of its objects}, the same for every caption of a record, so computed once."""
     order = list(groups)
     rng.shuffle(order)  # vary which category is named first
     digits = rng.random() < DIGIT_ODDS
-    phrases, said = zip(*[group_phrase(c, groups[c], record, facts, rng, digits) for c in order])
+    phrases, said = zip(*[group_phrase(c, groups[c], record, statements[c], facts, rng, digits) for c in order])
     claim = set().union(*said)
     objects = join_and(phrases)
     image, template, place = rng.choice(IMAGE_NOUNS), rng.choice(OBJECT_TEMPLATES), None
@@ -443,13 +447,15 @@ def captions(record, n=5, seed=0, simple=False, claims=False):
         found = {simple_caption(record): true_statements(record)[0]}
     else:
         rng = random.Random(seed)  # our own generator: the global one is left untouched
+        groups = category_groups(record)
+        statements = {c: group_statements(c, objects, record) for c, objects in groups.items()}
         found = {}  # caption -> claim, in the order found
         for _ in range(20 * n):  # a few tries per caption; a record with few facts has few distinct captions
             if record["objects"]:
                 facts = {fact for fact, odds in FACT_ODDS.items() if rng.random() < odds}
-                caption, claim = object_caption(record, rng, facts)
+                caption, claim = object_caption(record, groups, statements, rng, facts)
                 if len(caption.split()) > MAX_WORDS:
-                    caption, claim = object_caption(record, rng, facts=set())
+                    caption, claim = object_caption(record, groups, statements, rng, facts=set())
             else:
                 caption, claim = empty_caption(record, rng)
             found.setdefault(caption, claim)
