@@ -101,7 +101,7 @@ def bench_train_step(batch_size=64):
 
 def bench_d2c(n_records=2000):
     """D2C captions per second on the synthetic scenes' records (5 diverse captions each, with the
-    claims train.py's dedup targets check, as an augmented item asks for them)."""
+    claims train.py's dedup targets check)."""
     import d2c
     import data
     import synthetic

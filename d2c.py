@@ -447,7 +447,7 @@ def captions(record, n=5, seed=0, simple=False, claims=False):
         found = {simple_caption(record): true_statements(record)[0]}
     else:
         rng = random.Random(seed)  # our own generator: the global one is left untouched
-        groups = category_groups(record)
+        groups = category_groups(record)  # what is true of each group is the same for every caption tried
         statements = {c: group_statements(c, objects, record) for c, objects in groups.items()}
         found = {}  # caption -> claim, in the order found
         for _ in range(20 * n):  # a few tries per caption; a record with few facts has few distinct captions

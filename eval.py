@@ -126,10 +126,10 @@ def encode_images(model, images, reader=None, batch_size=64, display=None):
 
     Through AnyReader when given (any size: tiles plus a global view); otherwise each image is
     squeezed whole into the model's native square, as train.py's dataset feeds it, but decoded at up
-    to 4x that side where training decodes at 2x (ManifestDataset.max_side, for loading speed): on
-    the held-out SSDD scenes the two differ by 0.005 of the pixel range on average, and reading them
-    at 2x moved the README recipe's seed 0 scores by about one image (counting 53.5 / 1.26 against
-    54.7 / 1.22, retrieval 14.7 against 14.8).
+    to 4x that side where training decodes at up to 2x (ManifestDataset.max_side, for loading speed):
+    on the held-out SSDD scenes the two differ by 0.005 of the pixel range on average, and reading
+    them at 2x moved the README recipe's seed 0 scores by about one image (counting 53.5 / 1.26
+    against 54.7 / 1.22, retrieval 14.7 against 14.8).
     display=(gamma, gain, db) shows every image as rasters.redisplay does, as an 8-bit release stored
     otherwise might; it is applied after the shrink to max_side, as a release shrunk on reading would
     be (squaring first would keep a small bright target brighter). --display-augment in training
