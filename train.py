@@ -408,7 +408,7 @@ def main(argv=None):
     use_synthetic = not args.data or "synthetic" in args.data
     if use_synthetic and int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one writer per machine
         if not (synthetic.DEFAULT_SYNTHETIC / "synthetic.json").is_file():
-            print(f"writing the synthetic SAR set to {synthetic.DEFAULT_SYNTHETIC} (once, about 25 s)", flush=True)
+            print(f"writing the synthetic SAR set to {synthetic.DEFAULT_SYNTHETIC} (once, about half a minute)", flush=True)
         synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)  # cached: instant after the first time
     if world > 1:
         dist.barrier()  # the other ranks wait for it to be written

@@ -305,7 +305,7 @@ def test_init_from_a_train_checkpoint_continues_with_its_tokenizer(manifest, tmp
 
 
 def test_data_synthetic_mixes_the_embedded_set_with_a_manifest(manifest, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train.synthetic, "make_synthetic", lambda out: {"scenes": manifest})  # no 25 s set here
+    monkeypatch.setattr(train.synthetic, "make_synthetic", lambda out: {"scenes": manifest})  # no half-minute set to write here
     args = small_run(manifest, tmp_path / "run", "--steps", "1")
     args[args.index("--data") + 1:args.index("--data") + 2] = ["synthetic", manifest]  # --data synthetic real.jsonl
     train.main(args)
