@@ -20,6 +20,7 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn as nn
 import torch.nn.functional as F
 
+import counterfactuals
 import d2c
 import data
 import eval as evaluation
@@ -250,13 +251,13 @@ def lock_towers(clip, image=False, text=False):
 
 def counterfactual_tokens(captions, caption_tokens, counts, k, seeds, tokenizer):
     """(tokens [B, k, L], mask [B, k]): up to k copies of each caption with one false object count
-    (d2c.count_counterfactuals); a caption with no count to change (an empty scene) gets none, its
-    rows all zeros (not encoded, and masked out of the loss). So does a counterfactual whose change
+    (counterfactuals.count_counterfactuals); a caption with no count to change (an empty scene) gets
+    none, its rows all zeros (not encoded, and masked out of the loss). So does a counterfactual whose change
     lies past the tokenizer's context length: cut there, it reads as the caption itself (its tokens,
     caption_tokens [B, L], as the batch serves them), a right answer scored as a wrong one."""
     rows, mask = [], torch.zeros(len(captions), k, dtype=torch.bool)
     for i, (caption, count, seed) in enumerate(zip(captions, counts, seeds)):
-        written = d2c.count_counterfactuals(caption, count, k, seed) if count else []
+        written = counterfactuals.count_counterfactuals(caption, count, k, seed) if count else []
         mask[i, :len(written)] = True
         rows += written + [""] * (k - len(written))
     tokens = tokenizer(rows).view(len(captions), k, -1)  # [B, k, L]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import counterfactuals
 import d2c
 import synthetic
 from data import build_manifest
@@ -183,7 +184,7 @@ def test_augmented_items_are_deterministic_and_their_captions_true(tmp_path):
             assert torch.equal(image, again[i][0]) and dataset.caption(i) == again.caption(i)
             counts, caption = dataset.item_counts(i), dataset.caption(i)
             assert dataset.item_captions(i)[0] == caption and len(dataset.item_captions(i)) == 5
-            assert [(c.category, c.n) for c in d2c.read_counts(caption, counts)] == list(counts.items())
+            assert [(c.category, c.n) for c in counterfactuals.read_counts(caption, counts)] == list(counts.items())
             assert int((image > 0.5).sum()) == 100 * counts["ship"]  # one 10 x 10 bright square per ship
             moved += not torch.equal(image, plain[i][0])
         chip_image, _ = dataset[4]
@@ -259,7 +260,7 @@ def test_real_ssdd_augmented_captions_state_the_counts_served(shared, tmp_path):
     fewer = 0
     for i in range(0, len(dataset), 5):
         counts, caption = dataset.item_counts(i), dataset.caption(i)
-        assert [(c.category, c.n) for c in d2c.read_counts(caption, counts)] == list(counts.items())
+        assert [(c.category, c.n) for c in counterfactuals.read_counts(caption, counts)] == list(counts.items())
         assert set(counts) == set(dataset.counts[i]) and counts.get("ship", 0) <= dataset.counts[i].get("ship", 0)
         fewer += counts != dataset.counts[i]
     assert fewer > 5  # some crops left ships out, and said so
