@@ -164,15 +164,18 @@ def is_bare_number(name):
 
 
 def read_class_list(path):
-    """{name as in the annotations: class name} from lines "0 2S1" or "other aircraft"; a line
-    holding one name only (YOLO's obj.names) gets its line number as id."""
+    """{name as in the annotations: class name} from lines "0 2S1" or "other aircraft". A list with
+    a line of one word is a list of names, one a line (YOLO's obj.names), each line's number its id,
+    so that its names may hold spaces ("ship", "oil tank", "bridge")."""
+    lines = read_text(path).splitlines()
+    one_name_a_line = any(len(line.split()) == 1 for line in lines)
     names = {}
-    for number, line in enumerate(read_text(path).splitlines()):
+    for number, line in enumerate(lines):
         parts = line.split(maxsplit=1)
-        if len(parts) == 2:
+        if one_name_a_line and parts:
+            names[str(number)] = " ".join(line.split())
+        elif len(parts) == 2:
             names[parts[0]] = parts[1].strip()
-        elif parts:
-            names[str(number)] = parts[0]
     return names
 
 
@@ -302,6 +305,12 @@ def split_named(name):
     return named and {"valid": "val"}.get(named[1], named[1])
 
 
+def files_ending(folder, suffix):
+    """The files in folder (not below) whose extension is suffix in any case, sorted: releases made on
+    Windows ship "P0001.XML" beside "P0002.xml"."""
+    return sorted(p for p in Path(folder).glob("*") if p.suffix.lower() == suffix and p.is_file())
+
+
 def voc_annotation_files(folder):
     """[(XML path, the release's split or None)] of a VOC folder, in one of five layouts:
 
@@ -316,13 +325,13 @@ def voc_annotation_files(folder):
     """
     per_split = [(folder / f"Annotations_{split}", split) for split in SPLITS]
     if any(path.is_dir() for path, _ in per_split):
-        return [(xml, split) for path, split in per_split for xml in sorted(path.glob("*.xml"))]
-    files = (sorted((folder / "Annotations").glob("*.xml")) or sorted(folder.glob("*.xml"))
-             or sorted(folder.glob("*-xml/*.xml")))
+        return [(xml, split) for path, split in per_split for xml in files_ending(path, ".xml")]
+    files = (files_ending(folder / "Annotations", ".xml") or files_ending(folder, ".xml")
+             or [xml for path in sorted(folder.glob("*-xml")) for xml in files_ending(path, ".xml")])
     if files:
         return [(xml, split_named(folder.name)) for xml in files]
     split_folders = sorted(path for path in folder.glob("*") if path.is_dir() and split_named(path.name))
-    return [(xml, split_named(path.name)) for path in split_folders for xml in sorted(path.glob("*.xml"))]
+    return [(xml, split_named(path.name)) for path in split_folders for xml in files_ending(path, ".xml")]
 
 
 def voc_split_lists(folder, problems):
@@ -344,7 +353,8 @@ def voc_split_lists(folder, problems):
         except (OSError, UnicodeDecodeError) as error:
             problems.append(("unreadable split list (left out)", f"{path}: {error}"))
             return []
-        return [Path(line.split()[0]).stem for line in lines if line.strip()]
+        words = [Path(line.split()[0]) for line in lines if line.strip()]  # "a", "a.jpg", "S1A_0.5m_001"
+        return [w.stem if w.suffix.lower() in (*IMAGE_EXTENSIONS, ".xml") else w.name for w in words]
 
     named = {split: lists / f"{split}.txt" for split in SPLITS}
     if not named["train"].is_file() and not named["val"].is_file():
@@ -359,7 +369,7 @@ def voc_split_lists(folder, problems):
     for scene in ("inshore", "offshore"):
         for image_id in ids(lists / f"test_{scene}.txt"):
             scenes[image_id] = scene
-        for xml in (folder / f"Annotations_test_{scene}").glob("*.xml"):
+        for xml in files_ending(folder / f"Annotations_test_{scene}", ".xml"):
             scenes[xml.stem] = scene
     return splits, scenes
 
@@ -416,18 +426,22 @@ def read_coco(path, classes=None, problems=None):
     try:
         data = json.loads(read_text(path))
         names = {c["id"]: c["name"] for c in data.get("categories", [])}
-        per_image = {}
+        per_image = {}  # ids as text: converters write "1" in one list and 1 in the other
         for ann in data.get("annotations", []):
-            per_image.setdefault(ann["image_id"], []).append(ann)
+            per_image.setdefault(str(ann["image_id"]), []).append(ann)
         images = list(data["images"])
+        orphans = per_image.keys() - {str(info.get("id")) for info in images}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         problems.append(("malformed annotation", f"{path}: {error}"))
         return []
+    if orphans:
+        problems.append(("COCO annotations of no listed image (dropped)", f"{path}: "
+                         f"{sum(len(per_image[i]) for i in orphans)} annotations, image_id {sorted(orphans)[0]!r} ..."))
     records, (split, split_word) = [], coco_split(path)
     for info in images:
         try:
             objects = []
-            for ann in per_image.get(info["id"], []):
+            for ann in per_image.get(str(info["id"]), []):
                 where = f"{path}: image {info['file_name']}, annotation {ann.get('id')}"
                 if ann["category_id"] not in names:
                     problems.append(("undeclared COCO category dropped", f"{where}: category_id {ann['category_id']}"))
@@ -436,7 +450,9 @@ def read_coco(path, classes=None, problems=None):
                 else:
                     x, y, w, h = ann["bbox"]
                     segmentation = ann.get("segmentation")
-                    polygon = segmentation[0] if isinstance(segmentation, list) and segmentation else None
+                    polygon = None  # COCO's is a list of polygons; some converters write one flat polygon
+                    if isinstance(segmentation, list) and segmentation:
+                        polygon = segmentation[0] if isinstance(segmentation[0], list) else segmentation
                     objects.append(make_object(names[ann["category_id"]], [x, y, x + w, y + h], classes, polygon))
             image = find_image([path.parent, path.parent.parent], info["file_name"], other_machine=True)
             if not image.is_file() and split_word and len(Path(info["file_name"]).parts) == 1:
@@ -457,7 +473,7 @@ def label_files(folder, subfolders):
     those in a label folder deeper down (Roboflow's train/labels/; its README.roboflow.txt beside them
     is no label file), else, for a flat set with no label folder, every .txt in folder."""
     labels = next((folder / name for name in subfolders if (folder / name).is_dir()), folder)
-    found = [p for p in files_below(labels) if p.suffix == ".txt" and p.name != "classes.txt"]
+    found = [p for p in files_below(labels) if p.suffix.lower() == ".txt" and p.name.lower() != "classes.txt"]
     in_label_folder = [p for p in found if set(p.relative_to(labels).parts[:-1]) & set(subfolders)]
     return in_label_folder if labels == folder and in_label_folder else found
 
@@ -473,13 +489,26 @@ def labelled_image(folder, path, subfolders):
     names one (split_named: train/, val/, valid/, test2017/ ...), else from folder's own name (a
     source pointed at ds/test/).
     """
-    parts = path.relative_to(folder).with_suffix("").parts
-    split = next(filter(None, map(split_named, parts[:-1])), None) or split_named(folder.name)
+    parts, split = path.relative_to(folder).with_suffix("").parts, split_on_path(folder, path)
     at = [i for i, part in enumerate(parts[:-1]) if part in subfolders]
     if not at:
         return find_image([folder], Path(*parts)), split
     last = at[-1]
     return find_image([folder / Path(*parts[:last])], Path(*parts[last + 1:])), split
+
+
+def split_on_path(folder, path):
+    """The split a folder between folder and path names (train/, val2017/ ...), else folder's own name's."""
+    return next(filter(None, map(split_named, path.relative_to(folder).parts[:-1])), None) or split_named(folder.name)
+
+
+def unlabelled_images(folder, labels, subfolders):
+    """The images of a YOLO or DOTA set that no label file names (not even one that fails to read):
+    those in an images/ folder below folder, or beside the label files of a flat set."""
+    label_folders = {label.parent for label in labels}
+    labelled = {labelled_image(folder, label, subfolders)[0].resolve() for label in labels}
+    return [p for p in files_below(folder) if p.suffix.lower() in IMAGE_EXTENSIONS and p.resolve() not in labelled
+            and ("images" in p.relative_to(folder).parts[:-1] or p.parent in label_folders)]
 
 
 def read_yolo(folder, classes=None, problems=None):
@@ -488,11 +517,12 @@ def read_yolo(folder, classes=None, problems=None):
     labels write, is read the same way), also in fractions; the box is the polygon's extent. (Pose
     labels, a box and keypoints, are no detection format: their lines would read as polygons.)
 
-    The image size comes from the image itself (image_size).
+    The image size comes from the image itself (image_size). An image with no label file is a
+    background image, an empty scene (Ultralytics' rule), captioned so: "a SAR image with no targets."
     """
     folder, problems = Path(folder), [] if problems is None else problems
-    records = []
-    for path in label_files(folder, YOLO_LABELS):
+    records, labels = [], label_files(folder, YOLO_LABELS)
+    for path in labels:
         image, split = labelled_image(folder, path, YOLO_LABELS)
         if not image.is_file():
             problems.append(("missing image", f"{path}: no image {image}"))
@@ -519,17 +549,20 @@ def read_yolo(folder, classes=None, problems=None):
             problems.append(("malformed annotation", f"{path}: {error}"))
             continue
         records.append(Record(str(image), width, height, objects, annotation=str(path), split=split))
+    for image in unlabelled_images(folder, labels, YOLO_LABELS):
+        records.append(Record(str(image), None, None, [], annotation=str(image), split=split_on_path(folder, image)))
     return records
 
 
 def read_dota(folder, classes=None, problems=None):
     """DOTA-style (SIVED, SRSDD): labelTxt/*.txt (SRSDD: labels/), lines "x1 y1 ... x4 y4 class [difficult]".
 
-    Header lines "imagesource:..." are skipped; "gsd:0.5" is the pixel spacing in metres.
+    Header lines "imagesource:..." are skipped; "gsd:0.5" is the pixel spacing in metres. DOTA has
+    no rule for an image without a label file: such images are left out and reported.
     """
     folder, problems = Path(folder), [] if problems is None else problems
-    records = []
-    for path in label_files(folder, DOTA_LABELS):
+    records, labels = [], label_files(folder, DOTA_LABELS)
+    for path in labels:
         try:
             spacing, objects = None, []
             for line in read_text(path).splitlines():
@@ -546,6 +579,9 @@ def read_dota(folder, classes=None, problems=None):
             continue
         image, split = labelled_image(folder, path, DOTA_LABELS)
         records.append(Record(str(image), None, None, objects, pixel_spacing=spacing, annotation=str(path), split=split))
+    if unlabelled := unlabelled_images(folder, labels, DOTA_LABELS):
+        problems.append(("images with no label file (left out)", f"{folder}: {len(unlabelled)} images, "
+                         f"e.g. {unlabelled[0].relative_to(folder)}"))
     return records
 
 

@@ -10,7 +10,7 @@ same functions, so the chips a model is tested on are never the ones it trained 
 import re
 from pathlib import Path
 
-from annotations import IMAGE_EXTENSIONS, Record, category_name, files_below, read_text, squash
+from annotations import IMAGE_EXTENSIONS, Record, category_name, files_below, read_text, split_named, squash
 from rasters import SARDataError, image_size, is_mstar_file
 
 
@@ -19,6 +19,7 @@ HOLD_OUT_EVERY = 5  # every 5th chip of a class, in file-name order, is held out
 # OpenSARShip's chips: Patch_Uint8/Visual_<class>_x<range>_y<azimuth>_<pol>.tif in each scene's folder.
 OPENSARSHIP_PATCH = re.compile(r"(?:Visual_)?(?P<name>.+)_x\d+_y\d+(?:_(?P<pol>[vh][vh]))?", re.IGNORECASE)
 CO_POLARISED = ("vv", "hh", None)  # a chip's polarisation read first (as rasters.py reads band 0)
+DEPRESSION_FOLDER = re.compile(r"\d+_?deg(?:rees?)?", re.IGNORECASE)  # MSTAR's 17_DEG/, 15deg/: an angle, no class
 
 
 def chip_files(folder):
@@ -39,6 +40,10 @@ def chip_folders(root, names=None, problems=None):
     target) are left out and reported in problems, as is a folder below root with no chip at all.
     data.py's chips source and eval.py's chip folders both read this, so they hold out the same
     chips. Images at root itself have no class.
+
+    Raises SARDataError when root holds the chips of several splits or depression angles (MSTAR's
+    TRAIN/ and TEST/, 17_DEG/ and 15_DEG/: the held-out rule would train on the test angle), or when
+    such a folder would become a class ("17_DEG"): no caption may call a chip a "TRAIN".
     """
     root = Path(root)
     named = {squash(line.split()[0]) for line in read_text(names).splitlines() if line.strip()} if names else set()
@@ -59,7 +64,18 @@ def chip_folders(root, names=None, problems=None):
         left_out = classes.pop(holder)
         problems.append(("chips in no class folder the names file names (left out)",
                          f"{root / holder}: {len(left_out)} chips, e.g. {left_out[0].relative_to(root)}"))
+    if len(collections := sorted(filter(is_split_or_angle, tops))) > 1:
+        raise SARDataError(f"{root}: holds {', '.join(collections)}, the chips of different splits or depression "
+                           "angles; point at one of them (eval.py takes --chips-train and --chips-test for two)")
+    if named_for_a_split := sorted(filter(is_split_or_angle, classes)):
+        raise SARDataError(f"{root / named_for_a_split[0]}: names a split or a depression angle, not a class; point "
+                           "at the folder that holds the class folders, or give a names file naming them")
     return dict(sorted(classes.items()))
+
+
+def is_split_or_angle(folder):
+    """True for a folder named for a split (TRAIN/, test/) or a depression angle (17_DEG/), not a class."""
+    return bool(split_named(folder)) or DEPRESSION_FOLDER.fullmatch(folder) is not None
 
 
 def is_opensarship_patch(path):

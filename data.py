@@ -56,8 +56,9 @@ MANIFEST_KEYS = ("image", "width", "height", "source", "counts", "boxes", "capti
 
 
 def stable_hash(text):
-    """A 64-bit integer from text, the same on every machine and run (Python's hash() is salted)."""
-    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
+    """A 64-bit integer from text, the same on every machine and run (Python's hash() is salted). A
+    file name that is not UTF-8 (GBK bytes from a Chinese tar, as os.listdir shows them) hashes its bytes."""
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8", "surrogateescape")).digest()[:8], "big")
 
 
 def split_of(key):
@@ -297,16 +298,25 @@ def read_manifest(path):
 # ---- SARCount: a counting benchmark from any detection manifest ---------------------------------------
 
 def sarcount_entries(entries, max_count=10):
-    """SARCount's images: every target of one category, 1 to max_count of them (counted from the boxes).
+    """SARCount's images: every target of one category, 1 to max_count of them (counted from the boxes)."""
+    return [e for e in entries if not_for_counting(e, max_count) is None]
 
-    Chips are left out: one target by construction, they would only fill the "1" column.
-    """
-    return [e for e in entries if len(e["counts"]) == 1 and 1 <= next(iter(e["counts"].values())) <= max_count
-            and not e.get("chip")]
+
+def not_for_counting(entry, max_count=10):
+    """Why an entry is no SARCount image, or None when it is one. Chips are left out: one target by
+    construction, they would only fill the "1" column. Reported, so that a set's crowded scenes, the
+    hardest to count, are never dropped unseen."""
+    n = sum(entry["counts"].values())
+    if entry.get("chip"):
+        return "chips"
+    if len(entry["counts"]) > 1:
+        return "targets of several categories"
+    return "no targets" if n == 0 else f"more than {max_count} targets" if n > max_count else None
 
 
 def write_sarcount(manifests, out_path, split=None):
-    """A SARCount manifest from detection manifests; returns Counter(count: images).
+    """A SARCount manifest from detection manifests; returns (Counter(count: images), Counter(why an
+    image was left out: images), not_for_counting's reasons).
 
     Entries are kept as they are (image paths relative to the new manifest's folder where they can
     be), with their own split, or `split` for all: "test" only for manifests built wholly for
@@ -314,9 +324,11 @@ def write_sarcount(manifests, out_path, split=None):
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_dir, kept, lines = out_path.parent.resolve(), Counter(), []
+    out_dir, kept, left_out, lines = out_path.parent.resolve(), Counter(), Counter(), []
     for path in manifests:
-        for entry in sarcount_entries(read_manifest(path)):
+        entries = read_manifest(path)
+        left_out.update(filter(None, (not_for_counting(entry) for entry in entries)))
+        for entry in sarcount_entries(entries):
             image = Path(entry["image"]).resolve()
             entry["image"] = image.relative_to(out_dir).as_posix() if image.is_relative_to(out_dir) else str(image)
             entry["split"] = split or entry["split"]
@@ -325,7 +337,7 @@ def write_sarcount(manifests, out_path, split=None):
     tmp = out_path.with_name(out_path.name + ".tmp")  # never a half manifest
     tmp.write_text("".join(lines))
     os.replace(tmp, out_path)
-    return kept
+    return kept, left_out
 
 
 # ---- command line -----------------------------------------------------------------------------------
@@ -350,9 +362,15 @@ def main(argv=None):
     if args.command == "build":
         build_manifest(args.source, args.out, args.captions, args.split)
         return
-    kept = write_sarcount(args.manifest, args.out, args.split)
+    kept, left_out = write_sarcount(args.manifest, args.out, args.split)
     print(f"SARCount: {sum(kept.values())} images in {args.out}; per count: "
-          + ", ".join(f"{k}: {v}" for k, v in sorted(kept.items())))
+          + ", ".join(f"{k}: {v}" for k, v in sorted(kept.items())) + left_out_line(left_out))
+
+
+def left_out_line(left_out):
+    """"; left out: 16 with more than 10 targets, 543 chips" from not_for_counting's Counter."""
+    return ("; left out: " + ", ".join(f"{n} {why}" if why == "chips" else f"{n} with {why}"
+                                      for why, n in sorted(left_out.items()))) if left_out else ""
 
 
 if __name__ == "__main__":

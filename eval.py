@@ -23,6 +23,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -326,12 +327,13 @@ def prepare_sets(args, info):
     counting, chips for the three classification tasks.
 
     Flags first; else the manifests the checkpoint was trained on (their held-out split); else the
-    synthetic default set, made on first use exactly as train.py makes it.
+    synthetic default set, made on first use exactly as train.py makes it. The word synthetic stands
+    for that set among manifests too, as in train.py --data; with it, counting and the chip tasks use
+    the synthetic set's own (unless --counting or --chips say otherwise).
     """
-    manifests, synthetic_set = args.data or info["args"].get("data") or [], None
-    if not manifests:
-        synthetic_set = synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)
-        manifests = [synthetic_set["scenes"]]
+    manifests = args.data or info["args"].get("data") or ["synthetic"]
+    synthetic_set = synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC) if "synthetic" in manifests else None
+    manifests = [synthetic_set["scenes"] if path == "synthetic" else path for path in manifests]
     for path in [*manifests, *(args.counting or [])]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such manifest (give the evaluation data with --data)")
@@ -340,7 +342,9 @@ def prepare_sets(args, info):
         sets["retrieval"] = held_out_entries(manifests)
     if "counting" in tasks:
         counting_manifests = args.counting or ([synthetic_set["count"]] if synthetic_set else manifests)
-        sets["counting"] = data.sarcount_entries(held_out_entries(counting_manifests), max(COUNTS))
+        held_out = held_out_entries(counting_manifests)
+        sets["counting"] = data.sarcount_entries(held_out, max(COUNTS))
+        sets["counting_left_out"] = Counter(filter(None, (data.not_for_counting(e, max(COUNTS)) for e in held_out)))
     if tasks & {"zero-shot", "few-shot", "linear-probe"}:
         sets["chips"] = chip_sets(args, manifests, synthetic_set)
     return sets
@@ -371,7 +375,7 @@ def describe(sets):
         parts.append(f"classification: {len(classes)} classes, "
                      f"{len(train_items)} train / {len(test_items)} test chips")
     if "counting" in sets:
-        parts.append(f"counting: {len(sets['counting'])} images")
+        parts.append(f"counting: {len(sets['counting'])} images{data.left_out_line(sets['counting_left_out'])}")
     return "; ".join(parts)
 
 

@@ -182,12 +182,14 @@ def tiff_blocks(page):
 def first_band(samples, eight_bit):
     """[h, w, S] samples -> float32 [h, w]: the one channel the model reads.
 
-    8-bit samples are averaged (gray stored as RGB); otherwise band 0 is read, which is the
+    8-bit colour samples are averaged (gray stored as RGB; an alpha or other extra sample after gray
+    or RGB is no colour and left out); otherwise band 0 is read, which is the
     co-polarised channel (VV of VV/VH, HH of HH/HV) in the band order SAR products ship, and complex
     samples (SLC: I + jQ) become their amplitude |I + jQ|.
     """
     if eight_bit:
-        return samples.mean(axis=2, dtype=np.float32) / 255
+        colour = samples[..., :3] if samples.shape[2] >= 3 else samples[..., :1]
+        return colour.mean(axis=2, dtype=np.float32) / 255
     band = samples[..., 0]
     return np.abs(band).astype(np.float32) if band.dtype.kind == "c" else band.astype(np.float32)
 
@@ -228,13 +230,15 @@ def read_tiff(path, max_side=None):
 def unit_range(values):
     """High-dynamic-range SAR values -> [0, 1]: log scale, then clip to PERCENTILES and stretch.
 
-    Rule: any negative value means the data are already in dB and are not logged again; otherwise
-    they are linear amplitude or intensity and go to log10 (zeros become the darkest real value).
+    Rule: a negative median means the data are already in dB (backscatter of -15 dB is typical) and
+    are not logged again; otherwise they are linear amplitude or intensity and go to log10, zeros and
+    the few negatives that noise subtraction or resampling leave in linear data becoming the darkest
+    real value.
     Amplitude or intensity need not be known: 20 log10(A) = 10 log10(I), and the percentile stretch
     removes any scale and offset, so log10 of either gives the same picture. NaN -> 0, +inf -> 1.
     """
     finite = np.isfinite(values)
-    if finite.any() and values[finite].min() >= 0:  # linear
+    if finite.any() and np.median(values[finite]) >= 0:  # linear
         positive = values[finite & (values > 0)]
         values = np.log10(np.maximum(values, positive.min() if positive.size else 1.0))
     finite = values[np.isfinite(values)]

@@ -32,6 +32,8 @@ def test_class_list_maps_ids_and_renames(tmp_path):
     assert [category_name(raw, classes) for raw in ("0", "1", "other", "ship")] == ["2S1", "BMP2", "aircraft", "ship"]
     (tmp_path / "obj.names").write_text("ship\ntank\n")  # YOLO style: one name a line, id = line number
     assert annotations.read_class_list(tmp_path / "obj.names") == {"0": "ship", "1": "tank"}
+    (tmp_path / "obj.names").write_text("ship\noil  tank\nbridge\n")  # a name with a space is one name
+    assert annotations.read_class_list(tmp_path / "obj.names") == {"0": "ship", "1": "oil tank", "2": "bridge"}
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_class(tmp_path):
@@ -166,6 +168,26 @@ def test_read_voc_keeps_imagesets_splits_and_holds_out_an_image_listed_twice(tmp
     assert stats["problems"][0][0] == "listed in two splits"
 
 
+def test_split_list_ids_may_hold_dots_and_annotation_files_upper_case_extensions(tmp_path):
+    """"S1A_0.5m_001" is an id, not "S1A_0" with an extension; "b.XML" (saved on Windows) is read."""
+    (tmp_path / "Annotations").mkdir()
+    for image_id, extension in (("S1A_0.5m_001", ".xml"), ("S1A_0.5m_002", ".xml"), ("b", ".XML")):
+        gray_image(tmp_path / "JPEGImages" / f"{image_id}.jpg")
+        xml = synthetic.voc_xml(f"{image_id}.jpg", 40, 30, [voc_object("ship", [5, 5, 15, 15])])
+        (tmp_path / "Annotations" / f"{image_id}{extension}").write_text(xml)
+    (tmp_path / "ImageSets" / "Main").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("S1A_0.5m_001\nb.jpg\n")
+    (tmp_path / "ImageSets" / "Main" / "test.txt").write_text("S1A_0.5m_002\n")
+    problems = []
+    assert sorted((Path(r.image).stem, r.split) for r in read_voc(tmp_path, problems=problems)) == [
+        ("S1A_0.5m_001", "train"), ("S1A_0.5m_002", "test"), ("b", "train")]
+    assert problems == []
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "x.TXT").write_text("0 0.5 0.5 0.2 0.2\n")
+    gray_image(tmp_path / "images" / "x.png", 100, 100)
+    assert [Path(r.image).name for r in read_yolo(tmp_path, {"0": "ship"})] == ["x.png"]
+
+
 def test_read_voc_float_boxes_rotated_boxes_and_extra_tags(tmp_path):
     gray_image(tmp_path / "JPEGImages" / "a.jpg")
     (tmp_path / "Annotations").mkdir()
@@ -252,6 +274,24 @@ def test_coco_undeclared_categories_and_crowd_regions_are_not_counted(tmp_path):
         "COCO crowd region not counted": f"{tmp_path / 'annotations.json'}: image P1.png, annotation 4"}
 
 
+def test_coco_ids_written_as_text_still_meet_and_orphan_annotations_are_reported(tmp_path):
+    """A converter that writes image_id "7" for image id 7 must not leave the image an empty scene
+    ("no targets", false); annotations of an image the file does not list are reported; a flat
+    segmentation (one polygon, not COCO's list of them) is read as that polygon."""
+    gray_image(tmp_path / "images" / "P1.png", 100, 80)
+    coco = {"images": [{"id": 7, "file_name": "P1.png"}], "categories": [{"id": 1, "name": "ship"}],
+            "annotations": [{"id": 1, "image_id": "7", "category_id": 1, "bbox": [10, 20, 30, 5],
+                             "segmentation": [10, 20, 40, 20, 40, 25, 10, 25]},
+                            {"id": 2, "image_id": 8, "category_id": 1, "bbox": [0, 0, 5, 5]}]}
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    problems = []
+    [record] = read_coco(tmp_path / "annotations.json", problems=problems)
+    assert record.objects == [{"category": "ship", "box": [10.0, 20.0, 40.0, 25.0],
+                               "polygon": [10.0, 20.0, 40.0, 20.0, 40.0, 25.0, 10.0, 25.0]}]
+    assert problems == [("COCO annotations of no listed image (dropped)",
+                         f"{tmp_path / 'annotations.json'}: 1 annotations, image_id '8' ...")]
+
+
 def test_read_yolo_uses_the_class_list_and_the_image_header(tmp_path):
     gray_image(tmp_path / "images" / "x.jpg", 200, 100)
     (tmp_path / "labels").mkdir()
@@ -295,6 +335,28 @@ def test_coco_paths_of_the_machine_that_wrote_the_file_find_the_images_here(tmp_
     assert found[:3] == [str(tmp_path / p) for p in ("JPEGImages/P0001.jpg", "images/P0002.png", "images/val/P0003.jpg")]
     assert not Path(found[3]).exists() and found[3].endswith("C:/HRSID/P0004.jpg")  # reported missing, as it is
     assert not Path(found[4]).exists()  # a relative path is never shortened to another folder's image
+
+
+def test_yolo_images_without_a_label_file_are_empty_scenes_and_dota_reports_them(tmp_path):
+    """Ultralytics: an image with no label file is a background image (no targets); one whose label
+    file cannot be read is not (reported, never captioned "no targets"). DOTA has no such rule."""
+    for name in ("a", "bad", "neg"):
+        gray_image(tmp_path / "images" / "train" / f"{name}.jpg", 100, 100)
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "train" / "bad.txt").write_text("0 0.5 0.5\n")
+    problems = []
+    assert [(Path(r.image).name, len(r.objects), r.split) for r in read_yolo(tmp_path, {"0": "ship"}, problems)] == [
+        ("a.jpg", 1, "train"), ("neg.jpg", 0, "train")]
+    assert [kind for kind, _ in problems] == ["malformed annotation"]
+    dota = tmp_path / "dota"
+    for name in ("x", "neg"):
+        gray_image(dota / "images" / f"{name}.png")
+    (dota / "labelTxt").mkdir()
+    (dota / "labelTxt" / "x.txt").write_text("1 1 9 1 9 9 1 9 ship 0\n")
+    problems = []
+    assert [Path(r.image).name for r in read_dota(dota, problems=problems)] == ["x.png"]
+    assert problems == [("images with no label file (left out)", f"{dota}: 1 images, e.g. images/neg.png")]
 
 
 def test_read_yolo_rotated_boxes(tmp_path):

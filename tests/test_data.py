@@ -2,6 +2,7 @@
 splits, chip and csv sets, the real shared sets end to end, SARCount."""
 import csv
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -119,6 +120,40 @@ def test_a_category_the_user_named_is_not_reported_unknown(tmp_path):
     assert stats["problems"] == [] and set(stats["objects"]) == {("chips", "radar dome"), ("chips", "harbour crane")}
 
 
+def test_file_names_in_gbk_bytes_build_and_split_like_any_other(tmp_path):
+    """A release packed on a Chinese system names its files in GBK bytes; on a UTF-8 system Python
+    shows them with surrogate escapes, which the split's hash must take as they are."""
+    stem = os.fsdecode("舰船_1".encode("gbk"))  # as os.listdir returns it
+    gray_image(tmp_path / "JPEGImages" / f"{stem}.jpg", 100, 100)
+    (tmp_path / "Annotations").mkdir()
+    xml = synthetic.voc_xml(f"{stem}.jpg", 100, 100, [voc_object("ship", [5, 5, 15, 15])])
+    xml = re.sub("<filename>.*</filename>", "", xml)  # the image is then named by the XML's own file name
+    (tmp_path / "Annotations" / f"{stem}.xml").write_text(xml)
+    stats = build_manifest([f"voc:{tmp_path}"], tmp_path / "m.jsonl", verbose=False)
+    [entry] = read_manifest(tmp_path / "m.jsonl")
+    assert stats["problems"] == [] and Path(entry["image"]).is_file() and entry["counts"] == {"ship": 1}
+
+
+def test_chips_of_two_splits_or_angles_in_one_folder_are_refused(tmp_path):
+    """MSTAR as commonly shipped, TRAIN/ (17 degrees) and TEST/ (15 degrees) each a folder per class:
+    pointed at both, the held-out rule would train on test chips, and without a names file the
+    classes would be "TRAIN" and "TEST"; the error says where to point instead."""
+    for split in ("TRAIN", "TEST"):
+        for cls in ("T72", "BMP2"):
+            gray_image(tmp_path / "MSTAR_SOC" / split / cls / "0.jpeg")
+    names = tmp_path / "names.txt"
+    names.write_text("T72 T72 tank\nBMP2 BMP2 infantry fighting vehicle\n")
+    for source in (f"chips:{tmp_path / 'MSTAR_SOC'}", f"chips:{tmp_path / 'MSTAR_SOC'}:{names}"):
+        with pytest.raises(SARDataError, match="MSTAR_SOC: holds TEST, TRAIN, the chips of different splits"):
+            build_manifest([source], tmp_path / "c.jsonl", verbose=False)
+    raw = tmp_path / "TARGETS"  # MSTAR's raw CD: one angle's folder, its class folders below it
+    raw.mkdir()
+    (tmp_path / "MSTAR_SOC" / "TRAIN").rename(raw / "17_DEG")
+    with pytest.raises(SARDataError, match="17_DEG: names a split or a depression angle, not a class"):
+        chips.chip_folders(raw)
+    assert list(chips.chip_folders(raw, names)) == list(chips.chip_folders(raw / "17_DEG")) == ["BMP2", "T72"]
+
+
 def test_chip_classes_keep_their_own_words(tmp_path):
     """A ship-type chip set (FUSAR-Ship, OpenSARShip) teaches its types: captions say "tanker" and
     "cargo ship", the words of eval.py's zero-shot prompts, not the "ship" a detection set merges them to."""
@@ -155,7 +190,7 @@ def test_an_image_two_sources_name_is_kept_once_in_its_held_out_split(tmp_path):
         gray_image(tmp_path / "JPEGImages" / f"{i}.jpg")
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "train_test2017.json").write_text(json.dumps(coco))
-    coco["images"] = coco["images"][:3]
+    coco["images"], coco["annotations"] = coco["images"][:3], coco["annotations"][:3]
     (tmp_path / "annotations" / "test2017.json").write_text(json.dumps(coco))
     sources = [f"HRSID=coco:{tmp_path / 'annotations' / name}" for name in ("train_test2017.json", "test2017.json")]
     stats = build_manifest(sources, tmp_path / "m.jsonl", verbose=False)
@@ -502,7 +537,7 @@ def test_real_mstar_chips_are_captioned_in_their_class_phrase(shared, tmp_path):
     assert {p.resolve() for p in eval_test} == held_out
 
 
-def test_sarcount_keeps_images_with_1_to_10_targets_of_one_class(tmp_path):
+def test_sarcount_keeps_images_with_1_to_10_targets_of_one_class(tmp_path, capsys):
     folder = tmp_path / "set"
     synthetic.make_synthetic(folder, seed=2, n_scenes=40, chips_per_class=1, images_per_count=1)
     entries = data.read_manifest(folder / "mmsar.jsonl")
@@ -512,4 +547,10 @@ def test_sarcount_keeps_images_with_1_to_10_targets_of_one_class(tmp_path):
     expected = [e for e in entries if len(e["counts"]) == 1 and 1 <= sum(e["counts"].values()) <= 10]
     assert [Path(e["image"]).resolve() for e in kept] == [Path(e["image"]).resolve() for e in expected]
     assert all(e["split"] == "test" and Path(e["image"]).is_file() for e in kept)
-    assert len(kept) < len(entries)  # mixed scenes and empty ones are left out
+    # What is left out is said, with why: mixed scenes and empty ones here
+    several = sum(len(e["counts"]) > 1 for e in entries)
+    empty = sum(not e["counts"] for e in entries)
+    assert several and empty and several + empty == len(entries) - len(kept)
+    assert f"left out: {empty} with no targets, {several} with targets of several categories" in capsys.readouterr().out
+    crowded = {"counts": {"ship": 13}}
+    assert data.not_for_counting(crowded) == "more than 10 targets" and data.sarcount_entries([crowded]) == []

@@ -174,6 +174,18 @@ def test_default_data_is_the_synthetic_set(synthetic, tmp_path, monkeypatch):
     assert (tmp_path / "run" / "eval.json").is_file()  # beside the checkpoint
 
 
+def test_the_word_synthetic_among_a_checkpoints_data_is_the_synthetic_set(synthetic, tmp_path, monkeypatch):
+    """train.py --data synthetic real.jsonl: eval.py with no --data reads the same two (held out)."""
+    other = str(synthetic["count"])  # any manifest of one's own
+    ckpt, _ = save_run(tmp_path / "run", synthetic, data=["synthetic", other])
+    monkeypatch.setattr(synthetic_module, "make_synthetic", lambda out, seed=0: synthetic)
+    args = evaluation.parse_args(["--checkpoint", str(ckpt), "--tasks", "retrieval", "counting"])
+    sets = evaluation.prepare_sets(args, evaluation.load_checkpoint(ckpt)[2])
+    assert sets["retrieval"] == evaluation.held_out_entries([synthetic["scenes"], other])
+    assert sets["counting"] == data.sarcount_entries(evaluation.held_out_entries([synthetic["count"]]))
+    assert evaluation.describe(sets).endswith(f"counting: {len(sets['counting'])} images")  # none left out
+
+
 def test_chips_cropped_from_manifest_boxes(run, synthetic, tmp_path):
     report = evaluation.main(["--checkpoint", str(run), "--data", str(synthetic["scenes"]),
                               "--tasks", "zero-shot", "linear-probe", "--baselines", "--out", str(tmp_path)])

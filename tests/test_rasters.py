@@ -30,6 +30,17 @@ def test_8bit_and_rgb_gray_are_divided_by_255(tmp_path):
     assert rgb.shape == (3, 4, 5) and torch.allclose(rgb, torch.full_like(rgb, 0.2))
 
 
+def test_an_8bit_tiff_alpha_sample_is_no_colour(tmp_path):
+    """Gray + alpha and RGBA TIFFs read as their gray, as the same picture saved as PNG does."""
+    gray = np.full((4, 5), 51, np.uint8)
+    opaque = np.full((4, 5), 255, np.uint8)
+    tifffile.imwrite(tmp_path / "ga.tif", np.stack([gray, opaque], -1), photometric="minisblack", extrasamples=["unassalpha"])
+    tifffile.imwrite(tmp_path / "rgba.tif", np.stack([gray, gray, gray, opaque], -1), photometric="rgb",
+                     extrasamples=["unassalpha"])
+    for name in ("ga.tif", "rgba.tif"):
+        assert torch.allclose(load_sar_image(tmp_path / name), torch.full((1, 4, 5), 0.2)), name
+
+
 def test_redisplay_shows_amplitude_as_intensity_and_keeps_the_order():
     amplitude = torch.tensor([[[0.0, 0.25, 0.5, 0.8]]])  # [1, 1, 4]
     assert redisplay(amplitude, 1, 1) is amplitude  # as stored
@@ -47,15 +58,24 @@ def test_redisplay_in_decibels_stretches_as_a_float_raster_is_read():
     assert torch.allclose(redisplay(magnitude * 7, 1, 1, db=True), in_db)  # a calibration gain is stretched away
 
 
+def with_a_few_negatives(intensity):
+    """Linear data as noise subtraction or resampling leaves it: five pixels a little below zero."""
+    values = intensity.copy()
+    values[0, :5] = -1e-4
+    return values
+
+
 @pytest.mark.parametrize("kind", ["uint16 intensity", "int32 intensity", "float intensity", "uint16 amplitude",
-                                  "float dB"])
+                                  "float dB", "float intensity, a few negatives"])
 def test_high_dynamic_range_goes_to_log_scale_and_percentiles(tmp_path, kind):
     intensity = intensity_ramp()
     values = {"uint16 intensity": lambda: Image.fromarray(intensity.round().astype(np.uint16)),
               "int32 intensity": lambda: Image.fromarray(intensity.round().astype(np.int32)),
               "float intensity": lambda: Image.fromarray(intensity.astype(np.float32)),
               "uint16 amplitude": lambda: Image.fromarray((100 * np.sqrt(intensity)).astype(np.uint16)),
-              "float dB": lambda: Image.fromarray((10 * np.log10(intensity) - 30).astype(np.float32))}[kind]()
+              "float dB": lambda: Image.fromarray((10 * np.log10(intensity) - 30).astype(np.float32)),
+              "float intensity, a few negatives": lambda: Image.fromarray(with_a_few_negatives(intensity).astype(np.float32)),
+              }[kind]()
     pixels = load_sar_image(saved(tmp_path, values))[0].numpy()
     assert pixels.min() == 0 and pixels.max() == 1   # 1st and 99th percentiles stretched to 0 and 1
     # Intensity 100 is halfway between 1 and 10,000 on a log scale, whether stored as intensity,
