@@ -402,17 +402,46 @@ def evaluate(model, tokenizer, sets, tasks=TASKS, reader=None, batch_size=64, di
                 raise ValueError("few-shot and linear probing need training chips: give --chips, --chips-train, "
                                  "or a manifest with a 'train' split")
             train = encode_images(model, train_items, reader, batch_size, display)
-            if "few-shot" in tasks:
-                results["few_shot"] = few_shot(train, train_labels, test, test_labels)
-            if "linear-probe" in tasks:
-                results["linear_probe"] = {**linear_probe(train, train_labels, test, test_labels),
-                                           "chance": 100 / len(classes)}
+            results |= probes(train, train_labels, test, test_labels, tasks, len(classes))
     if "counting" in tasks:
         if sets["counting"]:
             results["counting"] = counting(model, tokenizer, sets["counting"], reader, batch_size, display)
         else:
             print("counting: skipped, no held-out image has 1-10 targets of one class", file=sys.stderr)
     return results
+
+
+def probes(train, train_labels, test, test_labels, tasks, num_classes):
+    """{"few_shot", "linear_probe"} (those in tasks) of logistic regressions on frozen features."""
+    results = {}
+    if "few-shot" in tasks:
+        results["few_shot"] = few_shot(train, train_labels, test, test_labels)
+    if "linear-probe" in tasks:
+        results["linear_probe"] = {**linear_probe(train, train_labels, test, test_labels), "chance": 100 / num_classes}
+    return results
+
+
+PIXEL_SIDE = 16  # the pixels baseline reads each chip at 16 x 16
+
+
+def pixel_features(items, display=None):
+    """[N, PIXEL_SIDE ** 2]: each image squeezed to PIXEL_SIDE x PIXEL_SIDE, its mean taken off, unit
+    length: features that need no model. A chip set whose test chips have near-twins among its training
+    chips (the same collection, a degree of aspect apart) is solved by these alone."""
+    rows = []
+    for item in items:
+        image = load_image(item, 1, 4 * PIXEL_SIDE)
+        image = rasters.redisplay(image, *display) if display else image
+        rows.append(rasters.squeeze_to_square(image, PIXEL_SIDE).flatten())
+    pixels = torch.stack(rows)
+    return F.normalize(pixels - pixels.mean(1, keepdim=True), dim=1)
+
+
+def pixel_baseline(chips, tasks, display=None):
+    """The few-shot and linear-probe scores of the chips' own pixels (pixel_features): the "pixels" baseline."""
+    train_items, train_labels, test_items, test_labels, classes = chips
+    return probes(pixel_features(train_items, display), train_labels, pixel_features(test_items, display),
+                  test_labels, tasks, len(classes))
 
 
 def untrained_model(info, seed):
@@ -457,9 +486,10 @@ def parse_args(argv=None):
     p.add_argument("--class-names", help="lines 'folder phrase' naming each class for the prompts")
     p.add_argument("--max-per-class", type=int, help="use at most this many chips per class and split")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    p.add_argument("--baselines", nargs="*", default=["untrained", "init"], choices=["untrained", "init"],
-                   help="models beside the checkpoint ('init' only when train.py started from CLIP); "
-                   "none: --baselines with no names")
+    p.add_argument("--baselines", nargs="*", default=["untrained", "init", "pixels"],
+                   choices=["untrained", "init", "pixels"],
+                   help="models beside the checkpoint ('init' only when train.py started from CLIP; 'pixels', "
+                   "the chips' own pixels, for few-shot and linear probe); none: --baselines with no names")
     p.add_argument("--init", help="the starting CLIP checkpoint, if it moved since training")
     p.add_argument("--out", help="folder for eval.json and the PNGs (default: beside the checkpoint, in "
                                  "display_GAMMA_GAIN/ or display_db/ there with --display)")
@@ -519,8 +549,10 @@ def main(argv=None):
         clip = clip.to(args.device)
         reader = reader.to(args.device) if reader is not None else None
         results[name] = evaluate(clip, tokenizer, sets, args.tasks, reader, args.batch_size, args.display)
+    if "pixels" in args.baselines and {"few-shot", "linear-probe"} & set(args.tasks) and sets["chips"][0]:
+        results["pixels"] = pixel_baseline(sets["chips"], args.tasks, args.display)
     seconds = time.perf_counter() - started
-    baselines = {name: results[name] for name in models if name != "checkpoint"}
+    baselines = {name: result for name, result in results.items() if name != "checkpoint"}
     report = {**results["checkpoint"], "baselines": baselines, "checkpoint": str(args.checkpoint),
               "data": describe(sets), "display": args.display, "seconds": seconds}
     shown = ""  # eval.json as stored stays; a display's goes in a folder of its own

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import data
+import metrics
 import rasters
 import synthetic as synthetic_module
 from synthetic import make_synthetic
@@ -83,8 +84,9 @@ def test_all_five_tasks_end_to_end(run, synthetic, tmp_path, capsys):
     written = json.loads((out / "eval.json").read_text())
     assert written["few_shot"] == report["few_shot"]
     assert (out / "zero_shot_confusion.png").is_file() and (out / "few_shot.png").is_file()
-    assert set(written["baselines"]) == {"untrained", "init"}
-    for results in (written, *written["baselines"].values()):
+    assert set(written["baselines"]) == {"untrained", "init", "pixels"}
+    assert set(written["baselines"]["pixels"]) == {"few_shot", "linear_probe"}  # the chips' pixels: probes only
+    for results in (written, written["baselines"]["untrained"], written["baselines"]["init"]):
         for block, keys in EVAL_KEYS.items():
             assert keys <= set(results[block]), block
             assert all(0 <= results[block][k] <= 100 for k in keys if k != "mae")
@@ -140,7 +142,8 @@ def test_display_shows_every_image_as_another_release_might(run, synthetic, caps
     monkeypatch.setattr(evaluation, "load_image", lambda *a, _load=evaluation.load_image: loaded.append(a) or _load(*a))
     monkeypatch.setattr(rasters, "redisplay", lambda image, *d, _show=rasters.redisplay: shown.append(d) or _show(image, *d))
     evaluation.main(["--checkpoint", str(run), "--data", str(synthetic["scenes"]), "--counting",
-                     str(synthetic["count"]), "--chips", str(synthetic["chips"]), "--display", "2", "0.5"])
+                     str(synthetic["count"]), "--chips", str(synthetic["chips"]), "--display", "2", "0.5",
+                     "--baselines", "untrained", "init"])  # the pixels baseline's display: its own test
     n = len(loaded) // 3  # the checkpoint and its two baselines read the same images, all five tasks'
     assert n > 100 and loaded == loaded[:n] * 3 and len(shown) == len(loaded) and set(shown) == {(2.0, 0.5, False)}
     assert "every image shown as min(1, 0.5 x^2)" in capsys.readouterr().out
@@ -155,6 +158,24 @@ def test_display_shows_every_image_as_another_release_might(run, synthetic, caps
         with pytest.raises(SystemExit):
             evaluation.parse_args(["--checkpoint", str(run), "--display", *bad])
         assert f"give GAMMA GAIN (two numbers) or db, got {' '.join(bad)}" in capsys.readouterr().err
+
+
+def test_pixels_baseline_probes_the_chips_own_pixels(synthetic):
+    """What a chip set gives away with no model: few-shot and linear probe on each chip at 16 x 16, its
+    mean taken off, with the display eval.py shows every image in."""
+    chips = evaluation.folder_chips(synthetic["chips"])
+    train_items, train_labels, test_items, test_labels, classes = chips
+    by_hand = [rasters.squeeze_to_square(evaluation.load_image(p, 1, 64), 16).flatten() for p in test_items]
+    by_hand = torch.nn.functional.normalize(torch.stack([x - x.mean() for x in by_hand]), dim=1)
+    assert torch.allclose(evaluation.pixel_features(test_items), by_hand)
+    shown = [rasters.squeeze_to_square(rasters.redisplay(evaluation.load_image(p, 1, 64), 2.0, 0.5), 16).flatten()
+             for p in test_items]
+    shown = torch.nn.functional.normalize(torch.stack([x - x.mean() for x in shown]), dim=1)
+    assert torch.allclose(evaluation.pixel_features(test_items, (2.0, 0.5, False)), shown)
+    pixels = evaluation.pixel_baseline(chips, ["linear-probe"])
+    train = evaluation.pixel_features(train_items)
+    assert pixels["linear_probe"]["top1"] == metrics.linear_probe(train, train_labels, by_hand, test_labels)["top1"]
+    assert pixels["linear_probe"]["chance"] == pytest.approx(100 / len(classes)) and "few_shot" not in pixels
 
 
 def test_untrained_baseline_is_where_training_started(synthetic, tmp_path):

@@ -131,6 +131,16 @@ def test_logistic_regression_separates_a_separable_set():
     assert metrics.logistic_accuracy(x, y, x_test, y_test, weight_decay=1e-4) == 100
 
 
+def test_probes_read_nearly_parallel_features_as_well_as_spread_ones():
+    """An untrained tower's features all point nearly one way. The probes centre and scale features
+    first, so a weight decay treats them as the same set spread out: a scale and a shift change nothing."""
+    x, y = blobs(20)
+    x_test, y_test = blobs(20, seed=1)
+    squeezed = lambda f: 1 + 0.01 * f  # noqa: E731  every two of them at cosine above 0.9999
+    for wd in (metrics.FEW_SHOT_WEIGHT_DECAY, *metrics.WEIGHT_DECAYS):
+        assert metrics.logistic_accuracy(squeezed(x), y, squeezed(x_test), y_test, wd) == 100
+
+
 def test_logistic_regression_is_deterministic():
     x, y = blobs(10)
     assert torch.equal(metrics.fit_logistic_regression(x, y, 3, 1e-3)[0],
