@@ -48,7 +48,7 @@ def chip_folders(root, names=None, problems=None):
     root = Path(root)
     named = {squash(line.split()[0]) for line in read_text(names).splitlines() if line.strip()} if names else set()
     problems = [] if problems is None else problems
-    files = chip_files(root)
+    files = one_file_a_chip(chip_files(root), problems)
     if any(is_opensarship_patch(path) for path in files):
         return opensarship_classes(root, files, problems)
     classes, holders, tops = {}, set(), set()
@@ -76,6 +76,23 @@ def chip_folders(root, names=None, problems=None):
 def is_split_or_angle(folder):
     """True for a folder named for a split (TRAIN/, test/) or a depression angle (17_DEG/), not a class."""
     return bool(split_named(folder)) or DEPRESSION_FOLDER.fullmatch(folder) is not None
+
+
+def one_file_a_chip(files, problems):
+    """files less the second copies of a chip in one folder: MSTAR's raw HB03333.015 and the
+    HB03333.JPG or HB03333.015.JPG an export writes beside it are one chip, read once (the raw file
+    first), and so are a.png and a.jpg; else the held-out rule could test on one copy and train on
+    the other. Reported."""
+    raw = {path for path in files if is_mstar_file(path)}
+    seen, kept = set(), set()
+    for path in sorted(files, key=lambda p: p not in raw):  # raw MSTAR files first, sorted otherwise
+        names = {path.name, path.stem} if path in raw else {path.name[:-len(path.suffix)]}  # no image extension
+        if not seen & {(path.parent, name) for name in names}:
+            kept.add(path)
+        seen |= {(path.parent, name) for name in names}
+    if copies := [path for path in files if path not in kept]:
+        problems.append(("second copies of a chip, one folder (left out)", f"{len(copies)} files, e.g. {copies[0]}"))
+    return [path for path in files if path in kept]
 
 
 def is_opensarship_patch(path):

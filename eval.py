@@ -364,6 +364,18 @@ def chip_sets(args, manifests, synthetic_set):
     return train_items, train_labels, test_items, test_labels, chips[4]
 
 
+def trained_on(sets, info):
+    """The evaluated images (retrieval, counting, test chips) that are in the train split of a manifest the
+    checkpoint learned from (those still here): scores on them are not held out. Sorted paths."""
+    trained = {Path(entry["image"]).resolve() for path in info["args"].get("data") or []
+               if path != "synthetic" and Path(path).is_file()  # the synthetic set keeps its own test split
+               for entry in data.read_manifest(path) if entry["split"] == "train"}
+    chips_tested = sets["chips"][2] if "chips" in sets else []
+    tested = [entry["image"] for entry in sets.get("retrieval", []) + sets.get("counting", [])]
+    tested += [item if isinstance(item, (str, Path)) else item[0] for item in chips_tested]  # (path, box): a crop
+    return sorted({str(image) for image in tested if Path(image).resolve() in trained})
+
+
 def describe(sets):
     """One line on what is evaluated, so a reader knows the size of each test."""
     parts = []
@@ -534,6 +546,9 @@ def main(argv=None):
     model, tokenizer, info = load_checkpoint(args.checkpoint)
     sets = prepare_sets(args, info)
     print(describe(sets))
+    if seen := trained_on(sets, info):
+        print(f"warning: {len(seen)} evaluated images are in the train split the checkpoint learned from, e.g. "
+              f"{seen[0]}: their scores are not held out", file=sys.stderr)
     if args.display:
         print("every image shown in decibels, stretched as a float raster is read (--display db)" if args.display[2]
               else "every image shown as min(1, {1:g} x^{0:g}) (--display)".format(*args.display))

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -152,6 +153,24 @@ def test_chips_of_two_splits_or_angles_in_one_folder_are_refused(tmp_path):
     with pytest.raises(SARDataError, match="17_DEG: names a split or a depression angle, not a class"):
         chips.chip_folders(raw)
     assert list(chips.chip_folders(raw, names)) == list(chips.chip_folders(raw / "17_DEG")) == ["BMP2", "T72"]
+
+
+def test_a_chip_stored_twice_in_its_folder_is_read_once(tmp_path):
+    """MSTAR's raw HB03333.015 beside the HB03333.JPG an export wrote, or a.png beside a.jpg, is one
+    chip: read twice, the held-out rule could test on one copy and train on the other."""
+    from test_rasters import mstar_file
+    (tmp_path / "T72").mkdir()
+    for k in range(3):
+        mstar_file(tmp_path / "T72" / f"HB0333{k}.015", np.ones((8, 8)))
+        gray_image(tmp_path / "T72" / f"HB0333{k}.JPG")
+    gray_image(tmp_path / "T72" / "HB03331.015.JPG")  # mstar2jpeg's other naming
+    for name in ("a.png", "a.jpg", "scene.001.png", "scene.002.png"):  # scene.001 and .002: two chips
+        gray_image(tmp_path / "BMP2" / name)
+    problems = []
+    classes = chips.chip_folders(tmp_path, problems=problems)
+    assert [p.name for p in classes["T72"]] == ["HB03330.015", "HB03331.015", "HB03332.015"]
+    assert [p.name for p in classes["BMP2"]] == ["a.jpg", "scene.001.png", "scene.002.png"]
+    assert problems == [("second copies of a chip, one folder (left out)", f"5 files, e.g. {tmp_path / 'BMP2' / 'a.png'}")]
 
 
 def test_chip_classes_keep_their_own_words(tmp_path):

@@ -207,6 +207,23 @@ def test_the_word_synthetic_among_a_checkpoints_data_is_the_synthetic_set(synthe
     assert evaluation.describe(sets).endswith(f"counting: {len(sets['counting'])} images")  # none left out
 
 
+def test_testing_on_images_the_checkpoint_trained_on_is_warned(synthetic, tmp_path, capsys):
+    """A manifest built for evaluation (`data.py build --split test`) may hold images another manifest
+    trained the checkpoint on; eval.py names them, since their scores are not held out."""
+    entries = data.read_manifest(synthetic["scenes"])
+    ckpt, _ = save_run(tmp_path / "run", synthetic, data=[str(synthetic["scenes"])])
+    as_test = tmp_path / "all_test.jsonl"
+    as_test.write_text("".join(json.dumps({**e, "split": "test"}) + "\n" for e in entries[:20]))
+    args = evaluation.parse_args(["--checkpoint", str(ckpt), "--data", str(as_test), "--tasks", "retrieval"])
+    sets = evaluation.prepare_sets(args, evaluation.load_checkpoint(ckpt)[2])
+    trained = sorted(str(e["image"]) for e in entries[:20] if e["split"] == "train")
+    assert trained and evaluation.trained_on(sets, {"args": {"data": [str(synthetic["scenes"])]}}) == trained
+    args = evaluation.parse_args(["--checkpoint", str(ckpt), "--data", str(synthetic["scenes"]), "--tasks", "retrieval"])
+    assert evaluation.trained_on(evaluation.prepare_sets(args, {"args": {}}), {"args": {"data": [str(synthetic["scenes"])]}}) == []
+    evaluation.main(["--checkpoint", str(ckpt), "--data", str(as_test), "--tasks", "retrieval", "--baselines"])
+    assert f"warning: {len(trained)} evaluated images are in the train split" in capsys.readouterr().err
+
+
 def test_chips_cropped_from_manifest_boxes(run, synthetic, tmp_path):
     report = evaluation.main(["--checkpoint", str(run), "--data", str(synthetic["scenes"]),
                               "--tasks", "zero-shot", "linear-probe", "--baselines", "--out", str(tmp_path)])
