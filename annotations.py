@@ -164,11 +164,13 @@ def is_bare_number(name):
 
 
 def read_class_list(path):
-    """{name as in the annotations: class name} from lines "0 2S1" or "other aircraft". A list with
-    a line of one word is a list of names, one a line (YOLO's obj.names), each line's number its id,
-    so that its names may hold spaces ("ship", "oil tank", "bridge")."""
+    """{name as in the annotations: class name} from lines "0 2S1" or "other aircraft". A list with no
+    numbered line and a line of one word is a list of names, one a line (YOLO's obj.names), each line's
+    number its id, so that its names may hold spaces ("ship", "oil tank", "bridge"). (A list whose every
+    name holds a space reads as renames: number its lines, "0 cargo ship".)"""
     lines = read_text(path).splitlines()
-    one_name_a_line = any(len(line.split()) == 1 for line in lines)
+    numbered = any(is_bare_number(line.split()[0]) for line in lines if line.split())
+    one_name_a_line = not numbered and any(len(line.split()) == 1 for line in lines)
     names = {}
     for number, line in enumerate(lines):
         parts = line.split(maxsplit=1)
@@ -176,6 +178,8 @@ def read_class_list(path):
             names[str(number)] = " ".join(line.split())
         elif len(parts) == 2:
             names[parts[0]] = parts[1].strip()
+        elif parts:  # one word among numbered lines: its line number is its id
+            names[str(number)] = parts[0]
     return names
 
 
@@ -436,7 +440,7 @@ def read_coco(path, classes=None, problems=None):
         return []
     if orphans:
         problems.append(("COCO annotations of no listed image (dropped)", f"{path}: "
-                         f"{sum(len(per_image[i]) for i in orphans)} annotations, image_id {sorted(orphans)[0]!r} ..."))
+                         f"{sum(len(per_image[i]) for i in orphans)} of them, e.g. image_id {sorted(orphans)[0]!r}"))
     records, (split, split_word) = [], coco_split(path)
     for info in images:
         try:
@@ -502,13 +506,21 @@ def split_on_path(folder, path):
     return next(filter(None, map(split_named, path.relative_to(folder).parts[:-1])), None) or split_named(folder.name)
 
 
-def unlabelled_images(folder, labels, subfolders):
-    """The images of a YOLO or DOTA set that no label file names (not even one that fails to read):
-    those in an images/ folder below folder, or beside the label files of a flat set."""
-    label_folders = {label.parent for label in labels}
-    labelled = {labelled_image(folder, label, subfolders)[0].resolve() for label in labels}
-    return [p for p in files_below(folder) if p.suffix.lower() in IMAGE_EXTENSIONS and p.resolve() not in labelled
-            and ("images" in p.relative_to(folder).parts[:-1] or p.parent in label_folders)]
+def images_without_labels(folder, labels, label_folder):
+    """The images in an images/ folder below folder whose label file, by Ultralytics' rule (the last
+    images/ on the path read as label_folder/, the extension as .txt), is missing from a label folder
+    that holds others: images/train/neg.jpg when labels/train/ holds labels but no neg.txt. A split
+    shipped without its labels, or labels kept elsewhere, gives none."""
+    label_folders, found = {label.parent for label in labels}, []
+    for image in files_below(folder):
+        parts = image.relative_to(folder).parts
+        if image.suffix.lower() not in IMAGE_EXTENSIONS or "images" not in parts[:-1]:
+            continue
+        at = len(parts) - 2 - parts[-2::-1].index("images")
+        label = folder.joinpath(*parts[:at], label_folder, *parts[at + 1:]).with_suffix(".txt")
+        if label.parent in label_folders and not any(label.with_suffix(e).is_file() for e in (".txt", ".TXT")):
+            found.append(image)
+    return found
 
 
 def read_yolo(folder, classes=None, problems=None):
@@ -517,8 +529,9 @@ def read_yolo(folder, classes=None, problems=None):
     labels write, is read the same way), also in fractions; the box is the polygon's extent. (Pose
     labels, a box and keypoints, are no detection format: their lines would read as polygons.)
 
-    The image size comes from the image itself (image_size). An image with no label file is a
-    background image, an empty scene (Ultralytics' rule), captioned so: "a SAR image with no targets."
+    The image size comes from the image itself (image_size). An image whose label file is missing
+    from a label folder that holds others is a background image (Ultralytics' rule), an empty scene,
+    captioned so: "a SAR image with no targets." (images_without_labels says which.)
     """
     folder, problems = Path(folder), [] if problems is None else problems
     records, labels = [], label_files(folder, YOLO_LABELS)
@@ -549,7 +562,7 @@ def read_yolo(folder, classes=None, problems=None):
             problems.append(("malformed annotation", f"{path}: {error}"))
             continue
         records.append(Record(str(image), width, height, objects, annotation=str(path), split=split))
-    for image in unlabelled_images(folder, labels, YOLO_LABELS):
+    for image in images_without_labels(folder, labels, "labels"):
         records.append(Record(str(image), None, None, [], annotation=str(image), split=split_on_path(folder, image)))
     return records
 
@@ -579,7 +592,7 @@ def read_dota(folder, classes=None, problems=None):
             continue
         image, split = labelled_image(folder, path, DOTA_LABELS)
         records.append(Record(str(image), None, None, objects, pixel_spacing=spacing, annotation=str(path), split=split))
-    if unlabelled := unlabelled_images(folder, labels, DOTA_LABELS):
+    if unlabelled := sorted({image for name in DOTA_LABELS for image in images_without_labels(folder, labels, name)}):
         problems.append(("images with no label file (left out)", f"{folder}: {len(unlabelled)} images, "
                          f"e.g. {unlabelled[0].relative_to(folder)}"))
     return records

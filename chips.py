@@ -84,12 +84,13 @@ def one_file_a_chip(files, problems):
     first), and so are a.png and a.jpg; else the held-out rule could test on one copy and train on
     the other. Reported."""
     raw = {path for path in files if is_mstar_file(path)}
-    seen, kept = set(), set()
-    for path in sorted(files, key=lambda p: p not in raw):  # raw MSTAR files first, sorted otherwise
-        names = {path.name, path.stem} if path in raw else {path.name[:-len(path.suffix)]}  # no image extension
-        if not seen & {(path.parent, name) for name in names}:
+    raw_names = {(path.parent, name) for path in raw for name in (path.name, path.stem)}  # HB03333.015, HB03333
+    seen, kept = set(), set(raw)  # raw files are all kept: HB03333.015 and HB03333.017 are two chips
+    for path in sorted(set(files) - raw):
+        name = (path.parent, path.name[:-len(path.suffix)])  # without its image extension
+        if name not in raw_names and name not in seen:
             kept.add(path)
-        seen |= {(path.parent, name) for name in names}
+        seen.add(name)
     if copies := [path for path in files if path not in kept]:
         problems.append(("second copies of a chip, one folder (left out)", f"{len(copies)} files, e.g. {copies[0]}"))
     return [path for path in files if path in kept]

@@ -299,24 +299,30 @@ def read_manifest(path):
 
 def sarcount_entries(entries, max_count=10):
     """SARCount's images: every target of one category, 1 to max_count of them (counted from the boxes)."""
-    return [e for e in entries if not_for_counting(e, max_count) is None]
+    return sarcount_split(entries, max_count)[0]
+
+
+def sarcount_split(entries, max_count=10):
+    """(SARCount's entries, Counter(why an entry was left out: entries)), the reasons not_for_counting's."""
+    reasons = [not_for_counting(entry, max_count) for entry in entries]
+    return [e for e, why in zip(entries, reasons) if why is None], Counter(filter(None, reasons))
 
 
 def not_for_counting(entry, max_count=10):
-    """Why an entry is no SARCount image, or None when it is one. Chips are left out: one target by
-    construction, they would only fill the "1" column. Reported, so that a set's crowded scenes, the
-    hardest to count, are never dropped unseen."""
+    """Why an entry is no SARCount image, said after its number ("16 with more than 10 targets"), or None
+    when it is one. Chips are left out: one target by construction, they would only fill the "1" column.
+    Reported, so that a set's crowded scenes, the hardest to count, are never dropped unseen."""
     n = sum(entry["counts"].values())
     if entry.get("chip"):
         return "chips"
     if len(entry["counts"]) > 1:
-        return "targets of several categories"
-    return "no targets" if n == 0 else f"more than {max_count} targets" if n > max_count else None
+        return "with targets of several categories"
+    return "with no targets" if n == 0 else f"with more than {max_count} targets" if n > max_count else None
 
 
 def write_sarcount(manifests, out_path, split=None):
-    """A SARCount manifest from detection manifests; returns (Counter(count: images), Counter(why an
-    image was left out: images), not_for_counting's reasons).
+    """A SARCount manifest from detection manifests; returns (Counter(count: images kept), Counter(why
+    an image was left out, not_for_counting's words: images)).
 
     Entries are kept as they are (image paths relative to the new manifest's folder where they can
     be), with their own split, or `split` for all: "test" only for manifests built wholly for
@@ -326,9 +332,9 @@ def write_sarcount(manifests, out_path, split=None):
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_dir, kept, left_out, lines = out_path.parent.resolve(), Counter(), Counter(), []
     for path in manifests:
-        entries = read_manifest(path)
-        left_out.update(filter(None, (not_for_counting(entry) for entry in entries)))
-        for entry in sarcount_entries(entries):
+        entries, left = sarcount_split(read_manifest(path))
+        left_out.update(left)
+        for entry in entries:
             image = Path(entry["image"]).resolve()
             entry["image"] = image.relative_to(out_dir).as_posix() if image.is_relative_to(out_dir) else str(image)
             entry["split"] = split or entry["split"]
@@ -368,9 +374,8 @@ def main(argv=None):
 
 
 def left_out_line(left_out):
-    """"; left out: 16 with more than 10 targets, 543 chips" from not_for_counting's Counter."""
-    return ("; left out: " + ", ".join(f"{n} {why}" if why == "chips" else f"{n} with {why}"
-                                      for why, n in sorted(left_out.items()))) if left_out else ""
+    """From a Counter of not_for_counting's reasons, "; left out: 543 chips, 16 with more than 10 targets"."""
+    return "; left out: " + ", ".join(f"{n} {why}" for why, n in sorted(left_out.items())) if left_out else ""
 
 
 if __name__ == "__main__":

@@ -97,8 +97,8 @@ def draw_augmentation(rng, width, height, boxes, chip=False):
     flip that no half turn undoes; three draws in four) shows a shadow where none ever falls in the
     set, and spends the model's capacity on it: with chips kept as they are, the recipe's held-out
     MSTAR chips went from 94-96% to 99% zero-shot (README: Train on real SAR). A chip's flips, turn and
-    crop decision are still drawn, so the D2C seed and display drawn after them are those a scene's
-    draw would give, unless a crop was wanted: a scene's crop window draws more numbers first.
+    crop decision are still drawn, so the D2C seed and display drawn after them are those the same
+    chip would get with chip=False, unless a crop was wanted: a crop window draws more numbers first.
     """
     params = {"flip_x": bool(rng.random() < AUGMENT_ODDS["flip_x"]),
               "flip_y": bool(rng.random() < AUGMENT_ODDS["flip_y"]), "turns": int(rng.integers(4))}

@@ -23,7 +23,6 @@ import json
 import math
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -342,9 +341,8 @@ def prepare_sets(args, info):
         sets["retrieval"] = held_out_entries(manifests)
     if "counting" in tasks:
         counting_manifests = args.counting or ([synthetic_set["count"]] if synthetic_set else manifests)
-        held_out = held_out_entries(counting_manifests)
-        sets["counting"] = data.sarcount_entries(held_out, max(COUNTS))
-        sets["counting_left_out"] = Counter(filter(None, (data.not_for_counting(e, max(COUNTS)) for e in held_out)))
+        sets["counting"], sets["counting_left_out"] = data.sarcount_split(held_out_entries(counting_manifests),
+                                                                         max(COUNTS))
     if tasks & {"zero-shot", "few-shot", "linear-probe"}:
         sets["chips"] = chip_sets(args, manifests, synthetic_set)
     return sets
@@ -387,7 +385,7 @@ def describe(sets):
         parts.append(f"classification: {len(classes)} classes, "
                      f"{len(train_items)} train / {len(test_items)} test chips")
     if "counting" in sets:
-        parts.append(f"counting: {len(sets['counting'])} images{data.left_out_line(sets['counting_left_out'])}")
+        parts.append(f"counting: {len(sets['counting'])} images{data.left_out_line(sets.get('counting_left_out'))}")
     return "; ".join(parts)
 
 
@@ -433,27 +431,28 @@ def probes(train, train_labels, test, test_labels, tasks, num_classes):
     return results
 
 
-PIXEL_SIDE = 16  # the pixels baseline reads each chip at 16 x 16
+PIXEL_SIDE = 64  # the pixels baseline reads a chip as the tiny model does; a larger model's input is
+                 # read at 64 px too, which keeps the probes' features at 4,096 numbers
 
 
-def pixel_features(items, display=None):
-    """[N, PIXEL_SIDE ** 2]: each image squeezed to PIXEL_SIDE x PIXEL_SIDE, its mean taken off, unit
-    length: features that need no model. A chip set whose test chips have near-twins among its training
+def pixel_features(items, side=PIXEL_SIDE, display=None):
+    """[N, side ** 2]: each image read as encode_images reads it (shown with display, when given),
+    squeezed to side x side, its mean taken off, unit length: features that need no model. A chip set whose test chips have near-twins among its training
     chips (the same collection, a degree of aspect apart) is solved by these alone."""
     rows = []
     for item in items:
-        image = load_image(item, 1, 4 * PIXEL_SIDE)
+        image = load_image(item, 1, 4 * side)
         image = rasters.redisplay(image, *display) if display else image
-        rows.append(rasters.squeeze_to_square(image, PIXEL_SIDE).flatten())
+        rows.append(rasters.squeeze_to_square(image, side).flatten())
     pixels = torch.stack(rows)
     return F.normalize(pixels - pixels.mean(1, keepdim=True), dim=1)
 
 
-def pixel_baseline(chips, tasks, display=None):
+def pixel_baseline(chips, tasks, side=PIXEL_SIDE, display=None):
     """The few-shot and linear-probe scores of the chips' own pixels (pixel_features): the "pixels" baseline."""
     train_items, train_labels, test_items, test_labels, classes = chips
-    return probes(pixel_features(train_items, display), train_labels, pixel_features(test_items, display),
-                  test_labels, tasks, len(classes))
+    return probes(pixel_features(train_items, side, display), train_labels,
+                  pixel_features(test_items, side, display), test_labels, tasks, len(classes))
 
 
 def untrained_model(info, seed):
@@ -564,8 +563,9 @@ def main(argv=None):
         clip = clip.to(args.device)
         reader = reader.to(args.device) if reader is not None else None
         results[name] = evaluate(clip, tokenizer, sets, args.tasks, reader, args.batch_size, args.display)
-    if "pixels" in args.baselines and {"few-shot", "linear-probe"} & set(args.tasks) and sets["chips"][0]:
-        results["pixels"] = pixel_baseline(sets["chips"], args.tasks, args.display)
+    if "pixels" in args.baselines and {"few-shot", "linear-probe"} & set(args.tasks):
+        side = min(model.cfg.image_size, PIXEL_SIDE)
+        results["pixels"] = pixel_baseline(sets["chips"], args.tasks, side, args.display)
     seconds = time.perf_counter() - started
     baselines = {name: result for name, result in results.items() if name != "checkpoint"}
     report = {**results["checkpoint"], "baselines": baselines, "checkpoint": str(args.checkpoint),

@@ -179,18 +179,19 @@ def tiff_blocks(page):
             yield row, col, samples[0, :height - row, :width - col]
 
 
-def first_band(samples, eight_bit):
+def first_band(samples, eight_bit, rgb=False):
     """[h, w, S] samples -> float32 [h, w]: the one channel the model reads.
 
-    8-bit colour samples are averaged (gray stored as RGB; an alpha or other extra sample after gray
-    or RGB is no colour and left out); otherwise band 0 is read, which is the
-    co-polarised channel (VV of VV/VH, HH of HH/HV) in the band order SAR products ship, and complex
-    samples (SLC: I + jQ) become their amplitude |I + jQ|.
+    8-bit RGB (the TIFF's photometric says so: gray stored as colour) is averaged over its three
+    colour samples, an alpha after them left out; otherwise band 0 is read (the gray of gray + alpha),
+    which is the co-polarised channel (VV of VV/VH, HH of HH/HV) in the band order SAR products ship,
+    and complex samples (SLC: I + jQ) become their amplitude |I + jQ|.
     """
-    if eight_bit:
-        colour = samples[..., :3] if samples.shape[2] >= 3 else samples[..., :1]
-        return colour.mean(axis=2, dtype=np.float32) / 255
+    if eight_bit and rgb:
+        return samples[..., :3].mean(axis=2, dtype=np.float32) / 255
     band = samples[..., 0]
+    if eight_bit:
+        return band.astype(np.float32) / 255
     return np.abs(band).astype(np.float32) if band.dtype.kind == "c" else band.astype(np.float32)
 
 
@@ -208,11 +209,12 @@ def read_tiff(path, max_side=None):
     with tifffile.TiffFile(path) as tif:
         page = tiff_page(tif, path)
         height, width, eight_bit = page.imagelength, page.imagewidth, page.dtype == np.uint8
+        rgb = page.photometric == tifffile.PHOTOMETRIC.RGB
         look = max(1, max(height, width) // max_side) if max_side else 1  # pixels per look, each way
         rows, cols = -(-height // look), -(-width // look)
         total, count = np.zeros(rows * cols), np.zeros(rows * cols)
         for row, col, samples in tiff_blocks(page):
-            values = first_band(samples, eight_bit)
+            values = first_band(samples, eight_bit, rgb)
             h, w = values.shape
             cells = (np.arange(row, row + h) // look)[:, None] * cols + (np.arange(col, col + w) // look)
             keep = slice(None) if eight_bit else ~np.isnan(values) & (values != 0)

@@ -34,6 +34,8 @@ def test_class_list_maps_ids_and_renames(tmp_path):
     assert annotations.read_class_list(tmp_path / "obj.names") == {"0": "ship", "1": "tank"}
     (tmp_path / "obj.names").write_text("ship\noil  tank\nbridge\n")  # a name with a space is one name
     assert annotations.read_class_list(tmp_path / "obj.names") == {"0": "ship", "1": "oil tank", "2": "bridge"}
+    (tmp_path / "classes.txt").write_text("0 oil tank\n1 ship\nbridge\n")  # numbered: a stray line keeps its number
+    assert annotations.read_class_list(tmp_path / "classes.txt") == {"0": "oil tank", "1": "ship", "2": "bridge"}
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_class(tmp_path):
@@ -289,7 +291,7 @@ def test_coco_ids_written_as_text_still_meet_and_orphan_annotations_are_reported
     assert record.objects == [{"category": "ship", "box": [10.0, 20.0, 40.0, 25.0],
                                "polygon": [10.0, 20.0, 40.0, 20.0, 40.0, 25.0, 10.0, 25.0]}]
     assert problems == [("COCO annotations of no listed image (dropped)",
-                         f"{tmp_path / 'annotations.json'}: 1 annotations, image_id '8' ...")]
+                         f"{tmp_path / 'annotations.json'}: 1 of them, e.g. image_id '8'")]
 
 
 def test_read_yolo_uses_the_class_list_and_the_image_header(tmp_path):
@@ -349,6 +351,22 @@ def test_yolo_images_without_a_label_file_are_empty_scenes_and_dota_reports_them
     assert [(Path(r.image).name, len(r.objects), r.split) for r in read_yolo(tmp_path, {"0": "ship"}, problems)] == [
         ("a.jpg", 1, "train"), ("neg.jpg", 0, "train")]
     assert [kind for kind, _ in problems] == ["malformed annotation"]
+    # Never a background image, whose caption "no targets" could be false: an image of a split shipped
+    # without labels, a twin of a labelled image (x.png beside x.jpg), an image of a flat set.
+    gray_image(tmp_path / "images" / "test" / "t.jpg")
+    gray_image(tmp_path / "images" / "train" / "a.png")
+    flat = tmp_path / "flat"
+    gray_image(flat / "x.jpg")
+    gray_image(flat / "preview.png")
+    (flat / "x.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert [Path(r.image).name for r in read_yolo(tmp_path, {"0": "ship"})] == ["a.jpg", "neg.jpg"]
+    assert [Path(r.image).name for r in read_yolo(flat, {"0": "ship"})] == ["x.jpg"]
+    elsewhere = tmp_path / "elsewhere"  # labels in a folder not named labels/: each label's image is missing
+    gray_image(elsewhere / "images" / "y.jpg")
+    (elsewhere / "annotations").mkdir()
+    (elsewhere / "annotations" / "y.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    problems = []
+    assert read_yolo(elsewhere, {"0": "ship"}, problems) == [] and [k for k, _ in problems] == ["missing image"]
     dota = tmp_path / "dota"
     for name in ("x", "neg"):
         gray_image(dota / "images" / f"{name}.png")

@@ -164,11 +164,12 @@ def test_a_chip_stored_twice_in_its_folder_is_read_once(tmp_path):
         mstar_file(tmp_path / "T72" / f"HB0333{k}.015", np.ones((8, 8)))
         gray_image(tmp_path / "T72" / f"HB0333{k}.JPG")
     gray_image(tmp_path / "T72" / "HB03331.015.JPG")  # mstar2jpeg's other naming
+    mstar_file(tmp_path / "T72" / "HB03332.017", np.ones((8, 8)))  # another raw chip, its own number
     for name in ("a.png", "a.jpg", "scene.001.png", "scene.002.png"):  # scene.001 and .002: two chips
         gray_image(tmp_path / "BMP2" / name)
     problems = []
     classes = chips.chip_folders(tmp_path, problems=problems)
-    assert [p.name for p in classes["T72"]] == ["HB03330.015", "HB03331.015", "HB03332.015"]
+    assert [p.name for p in classes["T72"]] == ["HB03330.015", "HB03331.015", "HB03332.015", "HB03332.017"]
     assert [p.name for p in classes["BMP2"]] == ["a.jpg", "scene.001.png", "scene.002.png"]
     assert problems == [("second copies of a chip, one folder (left out)", f"5 files, e.g. {tmp_path / 'BMP2' / 'a.png'}")]
 
@@ -572,4 +573,4 @@ def test_sarcount_keeps_images_with_1_to_10_targets_of_one_class(tmp_path, capsy
     assert several and empty and several + empty == len(entries) - len(kept)
     assert f"left out: {empty} with no targets, {several} with targets of several categories" in capsys.readouterr().out
     crowded = {"counts": {"ship": 13}}
-    assert data.not_for_counting(crowded) == "more than 10 targets" and data.sarcount_entries([crowded]) == []
+    assert data.not_for_counting(crowded) == "with more than 10 targets" and data.sarcount_entries([crowded]) == []

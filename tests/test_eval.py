@@ -161,19 +161,20 @@ def test_display_shows_every_image_as_another_release_might(run, synthetic, caps
 
 
 def test_pixels_baseline_probes_the_chips_own_pixels(synthetic):
-    """What a chip set gives away with no model: few-shot and linear probe on each chip at 16 x 16, its
-    mean taken off, with the display eval.py shows every image in."""
+    """What a chip set gives away with no model: few-shot and linear probe on each chip's pixels (here at
+    16 x 16; eval.py reads them at the model's side, at most 64), its mean taken off, with the display
+    eval.py shows every image in."""
     chips = evaluation.folder_chips(synthetic["chips"])
     train_items, train_labels, test_items, test_labels, classes = chips
     by_hand = [rasters.squeeze_to_square(evaluation.load_image(p, 1, 64), 16).flatten() for p in test_items]
     by_hand = torch.nn.functional.normalize(torch.stack([x - x.mean() for x in by_hand]), dim=1)
-    assert torch.allclose(evaluation.pixel_features(test_items), by_hand)
+    assert torch.allclose(evaluation.pixel_features(test_items, 16), by_hand)
     shown = [rasters.squeeze_to_square(rasters.redisplay(evaluation.load_image(p, 1, 64), 2.0, 0.5), 16).flatten()
              for p in test_items]
     shown = torch.nn.functional.normalize(torch.stack([x - x.mean() for x in shown]), dim=1)
-    assert torch.allclose(evaluation.pixel_features(test_items, (2.0, 0.5, False)), shown)
-    pixels = evaluation.pixel_baseline(chips, ["linear-probe"])
-    train = evaluation.pixel_features(train_items)
+    assert torch.allclose(evaluation.pixel_features(test_items, 16, (2.0, 0.5, False)), shown)
+    pixels = evaluation.pixel_baseline(chips, ["linear-probe"], 16)
+    train = evaluation.pixel_features(train_items, 16)
     assert pixels["linear_probe"]["top1"] == metrics.linear_probe(train, train_labels, by_hand, test_labels)["top1"]
     assert pixels["linear_probe"]["chance"] == pytest.approx(100 / len(classes)) and "few_shot" not in pixels
 

@@ -39,6 +39,9 @@ def test_an_8bit_tiff_alpha_sample_is_no_colour(tmp_path):
                      extrasamples=["unassalpha"])
     for name in ("ga.tif", "rgba.tif"):
         assert torch.allclose(load_sar_image(tmp_path / name), torch.full((1, 4, 5), 0.2)), name
+    tifffile.imwrite(tmp_path / "pol.tif", np.stack([gray, opaque, opaque], -1), photometric="minisblack",
+                     planarconfig="contig")  # 8-bit bands of a SAR product, not colour: band 0
+    assert torch.allclose(load_sar_image(tmp_path / "pol.tif"), torch.full((1, 4, 5), 0.2))
 
 
 def test_redisplay_shows_amplitude_as_intensity_and_keeps_the_order():
