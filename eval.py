@@ -437,8 +437,9 @@ PIXEL_SIDE = 64  # the pixels baseline reads a chip as the tiny model does; a la
 
 def pixel_features(items, side=PIXEL_SIDE, display=None):
     """[N, side ** 2]: each image read as encode_images reads it (shown with display, when given),
-    squeezed to side x side, its mean taken off, unit length: features that need no model. A chip set whose test chips have near-twins among its training
-    chips (the same collection, a degree of aspect apart) is solved by these alone."""
+    squeezed to side x side, its mean taken off, unit length: features that need no model. A chip set
+    whose test chips have near-twins among its training chips (the same collection, a degree of aspect
+    apart) is solved by these alone."""
     rows = []
     for item in items:
         image = load_image(item, 1, 4 * side)

@@ -252,9 +252,9 @@ def lock_towers(clip, image=False, text=False):
 def counterfactual_tokens(captions, caption_tokens, counts, k, seeds, tokenizer):
     """(tokens [B, k, L], mask [B, k]): up to k copies of each caption with one false object count
     (counterfactuals.count_counterfactuals); a caption with no count to change (an empty scene) gets
-    none, its rows all zeros (not encoded, and masked out of the loss). So does a counterfactual whose change
-    lies past the tokenizer's context length: cut there, it reads as the caption itself (its tokens,
-    caption_tokens [B, L], as the batch serves them), a right answer scored as a wrong one."""
+    none, its rows all zeros (not encoded, and masked out of the loss). So does a counterfactual whose
+    change lies past the tokenizer's context length: cut there, it reads as the caption itself (its
+    tokens, caption_tokens [B, L], as the batch serves them), a right answer scored as a wrong one."""
     rows, mask = [], torch.zeros(len(captions), k, dtype=torch.bool)
     for i, (caption, count, seed) in enumerate(zip(captions, counts, seeds)):
         written = counterfactuals.count_counterfactuals(caption, count, k, seed) if count else []
