@@ -79,11 +79,11 @@ def is_split_or_angle(folder):
 
 
 def one_file_a_chip(files, problems):
-    """files less the second copies of a chip in one folder: MSTAR's raw HB03333.015 and the
+    """chip_files' files less the second copies of a chip in one folder: MSTAR's raw HB03333.015 and the
     HB03333.JPG or HB03333.015.JPG an export writes beside it are one chip, read once (the raw file
     first), and so are a.png and a.jpg; else the held-out rule could test on one copy and train on
     the other. Reported."""
-    raw = {path for path in files if is_mstar_file(path)}
+    raw = {path for path in files if path.suffix.lower() not in IMAGE_EXTENSIONS}  # chip_files: MSTAR's own
     raw_names = {(path.parent, name) for path in raw for name in (path.name, path.stem)}  # HB03333.015, HB03333
     seen, kept = set(), set(raw)  # raw files are all kept: HB03333.015 and HB03333.017 are two chips
     for path in sorted(set(files) - raw):
