@@ -74,7 +74,7 @@ SCENES = {"offshore": {"adjective": "offshore", "places": ("open sea", "the open
                        "trailing": ("in open sea", "at sea", "in open water")},
           "inshore": {"adjective": "inshore",
                       "places": ("an inshore area", "a coastal area", "a nearshore area"),
-                      "trailing": ("in inshore waters", "close to land", "in an inshore area")}}
+                      "trailing": ("in inshore waters", "in a coastal area", "in an inshore area")}}
 
 OBJECT_TEMPLATES = ("{a_image} of {objects}.",
                     "{a_image}{source} showing {objects}.",
@@ -130,8 +130,13 @@ def position_phrase(cells, rng, digits=False):
 
 
 def size_class(box, width, height):
-    """"small", "medium-sized" or "large": box's longer side / image's longer side < 0.1, < 0.3, or more."""
-    fraction = max(box[2] - box[0], box[3] - box[1]) / max(width, height)
+    """"small", "medium-sized" or "large": the box's width as a fraction of the image's width, or its
+    height of the image's height, whichever is more, < 0.1, < 0.3, or more.
+
+    Fractions per axis, because the model sees every image squeezed to a square (rasters.squeeze_to_square):
+    a box a tenth of a 2:1 image's width fills a tenth of the square's, whatever the image's other side.
+    """
+    fraction = max((box[2] - box[0]) / width, (box[3] - box[1]) / height)
     return "small" if fraction < 0.1 else "medium-sized" if fraction < 0.3 else "large"
 
 
@@ -161,14 +166,16 @@ def arrangement(centres, width, height):
     """How three or more objects lie: "row", "clustered" or "scattered" (None for fewer than three).
 
     row:       every centre is within 10% of the group's length of their best-fit line (the principal
-               axis), and the group is at least 5% of the shorter image side long, so that a tight knot
+               axis), and the group is at least 5% of the image side long, so that a tight knot
                is not called a row.
-    clustered: otherwise, every two centres are within 25% of the shorter image side of each other.
+    clustered: otherwise, every two centres are within 25% of the image side of each other.
     scattered: anything else.
+    Judged in fractions of the image's width and height, as the model sees the image squeezed to a
+    square (rasters.squeeze_to_square), so that a crop of any aspect is called what its square shows.
     """
     if len(centres) < 3:
         return None
-    side = min(width, height)
+    centres = [(x / width, y / height) for x, y in centres]  # the image side is 1 from here on
     mx = sum(x for x, _ in centres) / len(centres)
     my = sum(y for _, y in centres) / len(centres)
     sxx = sum((x - mx) ** 2 for x, _ in centres)
@@ -179,9 +186,9 @@ def arrangement(centres, width, height):
     along = [(x - mx) * ux + (y - my) * uy for x, y in centres]
     across = [(y - my) * ux - (x - mx) * uy for x, y in centres]
     length = max(along) - min(along)
-    if length >= 0.05 * side and max(abs(d) for d in across) <= 0.1 * length:
+    if length >= 0.05 and max(abs(d) for d in across) <= 0.1 * length:
         return "row"
-    if max(math.dist(p, q) for p in centres for q in centres) <= 0.25 * side:
+    if max(math.dist(p, q) for p in centres for q in centres) <= 0.25:
         return "clustered"
     return "scattered"
 

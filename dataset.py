@@ -27,6 +27,7 @@ from rasters import SARDataError, load_sar_image, redisplay, squeeze_to_square
 AUGMENT_ODDS = {"flip_x": 0.5, "flip_y": 0.5, "crop": 0.5, "display": 0.5}  # how often each transform is drawn
 CROP_SIDE = (0.5, 1.0)  # a crop window's width and height, as fractions of the image's, drawn uniformly
 CROP_TRIES = 10         # crop windows drawn before giving up on a crop (each must cut no box)
+CROP_MARGIN = 0.02      # a box left out must lie this far (a fraction of the image's longer side) off the window
 AUGMENT_STREAM = 7919   # a 4th seed word of its own: the augmentation's numbers are not the stand-ins'
 DISPLAY_RANGE = (0.5, 2.0)  # display gammas and gains, each drawn log-uniformly in this range (draw_display)
 NO_DISPLAY = {"gamma": 1.0, "gain": 1.0}  # the image as the release stores it
@@ -56,11 +57,13 @@ def entry_record(entry):
             "source": entry["source"] if entry.get("source_named") else None}
 
 
-def box_inside(box, window):
-    """True when box lies wholly inside window, False when wholly outside, None when window cuts it."""
+def box_inside(box, window, margin=0):
+    """True when box lies wholly inside window, False when wholly outside it and at least margin
+    (pixels) away, None when window cuts it or it lies outside but within margin."""
     if box[0] >= window[0] and box[1] >= window[1] and box[2] <= window[2] and box[3] <= window[3]:
         return True
-    if box[2] <= window[0] or box[0] >= window[2] or box[3] <= window[1] or box[1] >= window[3]:
+    if (box[2] <= window[0] - margin or box[0] >= window[2] + margin
+            or box[3] <= window[1] - margin or box[1] >= window[3] + margin):
         return False
     return None
 
@@ -71,14 +74,18 @@ def crop_window(rng, width, height, boxes):
     The rule for targets, so that the caption stays true: a window that cuts any box (part of a target
     inside, part out) is redrawn, since a half ship is neither one ship nor none; boxes wholly outside
     are dropped, and the count drops with them ("two ships" when two of three remain); a window that
-    would leave no object of an image that has some is redrawn too. After CROP_TRIES windows, None:
-    no crop (a scene crowded with targets is served whole).
+    would leave no object of an image that has some is redrawn too. A box left out must also lie
+    CROP_MARGIN off the window, else the window is redrawn: a target's sidelobes, wake or a box drawn
+    a little tight reach past its box, and the window is cut at the loaded image's whole pixels, so a
+    box just outside may still show a sliver of its target ("four ships" beside the edge of a fifth).
+    After CROP_TRIES windows, None: no crop (a scene crowded with targets is served whole).
     """
+    margin = CROP_MARGIN * max(width, height)
     for _ in range(CROP_TRIES):
         w, h = (max(1, round(side * rng.uniform(*CROP_SIDE))) for side in (width, height))
         x0, y0 = int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1))
         window = (x0, y0, x0 + w, y0 + h)
-        inside = [box_inside(box, window) for box in boxes]
+        inside = [box_inside(box, window, margin) for box in boxes]
         if None not in inside and (any(inside) or not boxes):
             return window
     return None
@@ -142,16 +149,18 @@ def moved_box(box, width, height, params):
 def augment_record(entry, params):
     """The D2C record of an entry as transformed by params (draw_augmentation's): what its caption is of.
 
-    A crop keeps the objects wholly inside it (crop_window never cuts one), shifted into the window,
-    with their near_coast; pixel_spacing stays (a crop does not rescale pixels); an "inshore" scene
-    label is dropped, since a crop of a harbour may show only sea ("offshore" stays: part of open sea
-    is open sea). Flips and turns move every box; turns by an odd number swap width and height.
+    A crop keeps the objects wholly inside it (crop_window never cuts one), shifted into the window;
+    pixel_spacing stays (a crop does not rescale pixels). What the window may not show is dropped: an
+    "inshore" scene label, since a crop of a harbour may show only sea ("offshore" stays: part of open
+    sea is open sea), and each object's near_coast, since the coast it is near may lie outside the
+    window. Flips and turns move every box; turns by an odd number swap width and height.
     """
     record = entry_record(entry)
     width, height, objects = record["width"], record["height"], record["objects"]
     if window := params["crop"]:
         x0, y0, x1, y1 = window
-        objects = [{**obj, "box": [obj["box"][0] - x0, obj["box"][1] - y0, obj["box"][2] - x0, obj["box"][3] - y0]}
+        objects = [{**{key: value for key, value in obj.items() if key != "near_coast"},
+                    "box": [obj["box"][0] - x0, obj["box"][1] - y0, obj["box"][2] - x0, obj["box"][3] - y0]}
                    for obj in objects if box_inside(obj["box"], window)]
         width, height = x1 - x0, y1 - y0
         record["scene"] = None if record["scene"] == "inshore" else record["scene"]

@@ -125,9 +125,11 @@ def test_metric_length_from_pixel_spacing():
     assert not any(" m long" in t for t in many_captions({**record, "pixel_spacing": None}))
 
 
-def test_relative_size_against_the_longer_image_side():
+def test_relative_size_against_the_image_side_it_lies_along():
     assert [size_class([0, 0, 40, 10], 800, 600), size_class([0, 0, 160, 10], 800, 600),
-            size_class([0, 0, 10, 400], 800, 600)] == ["small", "medium-sized", "large"]  # 0.05, 0.2, 0.5
+            size_class([0, 0, 10, 400], 800, 600)] == ["small", "medium-sized", "large"]  # 0.05, 0.2, 0.67
+    # The model sees images squeezed to a square: a box 12% of a 2:1 crop's width is 12% of the square's
+    assert size_class([0, 0, 12, 5], 100, 200) == size_class([0, 0, 24, 5], 200, 200) == "medium-sized"
     mixed = {"width": 800, "height": 800, "objects": [ship(0, 0, 40, 10), ship(400, 400, 800, 410)]}
     assert not any(w in t for t in many_captions(mixed) for w in ("small", "large", "medium"))
 
@@ -160,6 +162,8 @@ def test_a_box_whose_size_is_unknown_gives_no_size_words_or_lengths():
 ])
 def test_arrangement_rules(centres, kind):
     assert arrangement(centres, 800, 800) == kind
+    squeezed = [(x / 4, y) for x, y in centres]  # the same image 4 times narrower: a square shows the same
+    assert arrangement(squeezed, 200, 800) == kind
 
 
 def test_row_of_ships_is_described_as_a_row():
