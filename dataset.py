@@ -75,9 +75,9 @@ def crop_window(rng, width, height, boxes):
     inside, part out) is redrawn, since a half ship is neither one ship nor none; boxes wholly outside
     are dropped, and the count drops with them ("two ships" when two of three remain); a window that
     would leave no object of an image that has some is redrawn too. A box left out must also lie
-    CROP_MARGIN off the window, else the window is redrawn: a target's sidelobes, wake or a box drawn
-    a little tight reach past its box, and the window is cut at the loaded image's whole pixels, so a
-    box just outside may still show a sliver of its target ("four ships" beside the edge of a fifth).
+    CROP_MARGIN off the window, else the window is redrawn: a box drawn a little tight or a target's
+    brightest sidelobes reach past its box, and the window is cut at the loaded image's whole pixels,
+    so a box just outside may still show a sliver of its target ("four ships" beside the edge of a fifth).
     After CROP_TRIES windows, None: no crop (a scene crowded with targets is served whole).
     """
     margin = CROP_MARGIN * max(width, height)
