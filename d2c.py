@@ -91,7 +91,7 @@ EMPTY_TEMPLATES = ("{a_image}{place} with no targets.",
 FACT_ODDS = {"position": 0.6, "size": 0.3, "length": 0.5, "arrangement": 0.6,
              "coast": 0.7, "scene": 0.6, "source": 0.3}
 DIGIT_ODDS = 0.3  # how often counts are written "3 ships" rather than "three ships"
-MAX_WORDS = 40    # CLIP reads 77 BPE tokens, about 1.8 per word at worst here; longer -> counts only
+MAX_WORDS = 40    # CLIP reads 77 BPE tokens, about 1.8 per word at worst here; longer -> fewer facts
 
 
 # ---- where, how big, how arranged: facts read off the boxes ---------------------------------------
@@ -438,12 +438,18 @@ def check_record(record):
             raise ValueError(f"object {i} ({category}) 'size_known' must be True or False, got {obj['size_known']!r}")
 
 
-def captions(record, n=5, seed=0, simple=False, claims=False):
+def captions(record, n=5, seed=0, simple=False, claims=False, fits=None):
     """n captions true to the record's boxes, varied and distinct where possible, the same for a seed.
 
     simple=True gives the paper's simple-caption ablation instead: n copies of one fixed template.
     claims=True gives (caption, claim) pairs: the claim, a frozenset of the statements the caption
     makes, tells which other images it is true of (claim_holds).
+    fits: None, or a function caption -> bool saying whether the model reads it whole (its tokenizer's
+    context length: sarclip.Tokenizer.fits). A caption over MAX_WORDS words, or one that does not
+    fit, is written again (new wording too) without one of the optional facts drawn for it, picked at
+    random, until it fits or none is left; one still too long is left out, and only when no caption
+    fits is the shortest given, to be cut. Why: a model that cuts a caption reads half a phrase, maybe
+    no count for the last category, while the claim still holds all of it.
     """
     check_record(record)
     if not isinstance(n, int) or n < 1:
@@ -454,19 +460,24 @@ def captions(record, n=5, seed=0, simple=False, claims=False):
         rng = random.Random(seed)  # our own generator: the global one is left untouched
         groups = category_groups(record)  # what is true of each group is the same for every caption tried
         statements = {c: group_statements(c, objects, record) for c, objects in groups.items()}
-        found = {}  # caption -> claim, in the order found
+        whole = lambda caption: len(caption.split()) <= MAX_WORDS and (fits is None or fits(caption))
+        found, shortest = {}, None  # caption -> claim, in the order found; the shortest one too long
         for _ in range(20 * n):  # a few tries per caption; a record with few facts has few distinct captions
             if record["objects"]:
                 facts = {fact for fact, odds in FACT_ODDS.items() if rng.random() < odds}
                 caption, claim = object_caption(record, groups, statements, rng, facts)
-                if len(caption.split()) > MAX_WORDS:
-                    caption, claim = object_caption(record, groups, statements, rng, facts=set())
+                while facts and not whole(caption):
+                    facts.remove(rng.choice(sorted(facts)))  # sorted: the same fact for the same seed
+                    caption, claim = object_caption(record, groups, statements, rng, facts)
             else:
                 caption, claim = empty_caption(record, rng)
-            found.setdefault(caption, claim)
+            if whole(caption):  # counts alone can be too long too ("a synthetic aperture radar image ...")
+                found.setdefault(caption, claim)
+            elif shortest is None or len(caption) < len(shortest[0]):
+                shortest = caption, claim
             if len(found) == n:
                 break
-    pairs = list(found.items())
+    pairs = list(found.items()) or [shortest]  # when none fits, the shortest: to be cut, but said
     pairs = [pairs[i % len(pairs)] for i in range(n)]  # repeat when fewer distinct captions exist
     return pairs if claims else [caption for caption, _ in pairs]
 

@@ -207,7 +207,9 @@ class ManifestDataset(torch.utils.data.Dataset):
     augment=True transforms each detection scene whose captions D2C wrote from boxes: random flips,
     quarter turns and a crop (crop_window's rule keeps every target whole), then D2C writes the
     captions of the transformed boxes, so "upper-left" becomes "upper-right" after a horizontal flip
-    and "three ships" becomes "two ships" when a crop leaves two. Chips keep their sensor's geometry
+    and "three ships" becomes "two ships" when a crop leaves two; with a sarclip.Tokenizer, D2C writes
+    its diverse captions to the context length (Tokenizer.fits), so none is cut unless its counts alone
+    are too long (the simple template is served as it is). Chips keep their sensor's geometry
     (draw_augmentation: no flip, turn or crop), their captions written anew; csv entries are served
     as they are. The transform of an item depends only on (seed, epoch, index), and caption(index),
     item_captions(index), item_counts(index) and, with D2C's claims of what each caption states,
@@ -294,11 +296,13 @@ class ManifestDataset(torch.utils.data.Dataset):
             return None
         params, seed = drawn
         record, n = augment_record(self.entries[index], params), len(self.entries[index]["captions"])
+        fits = getattr(self.tokenizer, "fits", None)  # a sarclip.Tokenizer says which captions it reads whole
         if self.caption_style == "both":
-            pairs = (d2c.captions(record, n=max(1, n - 1), seed=seed, claims=True)
+            pairs = (d2c.captions(record, n=max(1, n - 1), seed=seed, claims=True, fits=fits)
                      + d2c.captions(record, n=1, simple=True, claims=True))
         else:
-            pairs = d2c.captions(record, n=n, seed=seed, simple=self.caption_style == "simple", claims=True)
+            pairs = d2c.captions(record, n=n, seed=seed, simple=self.caption_style == "simple", claims=True,
+                                 fits=fits)
         if len(self.written) >= self.MEMO_SIZE:  # a few batches' worth: enough, and small for any corpus
             self.written.clear()
         captions, claims = (list(column) for column in zip(*pairs))

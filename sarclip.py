@@ -481,6 +481,11 @@ class Tokenizer:
         encodings = self.tok.encode_batch([clean_text(t) for t in texts])
         return torch.tensor([e.ids for e in encodings], dtype=torch.long)
 
+    def fits(self, text):
+        """True when text is read whole: its tokens, start- and end-of-text included, fill at most
+        context_length (longer text is cut, as __call__ says). D2C writes to it (d2c.captions' fits)."""
+        return not self.tok.encode(clean_text(text)).overflowing
+
     def decode(self, tokens):
         """One row of ids back to text (special tokens and padding dropped)."""
         ids = tokens.tolist()

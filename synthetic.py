@@ -23,7 +23,7 @@ from PIL import Image
 import annotations
 import data
 
-SYNTH_VERSION = 3                # bump when the generator or D2C's captions change, so cached sets are redrawn
+SYNTH_VERSION = 4                # bump when the generator or D2C's captions change, so cached sets are redrawn
 DEFAULT_SYNTHETIC = Path(__file__).resolve().parent / "data_cache" / "synthetic"  # train.py's default data
 SYNTH_SPACING = 2.0              # metres per pixel of every synthetic scene, written into its annotation
 SURFACE_DB = {"sea": -24.0, "land": -11.0, "apron": -25.0}  # mean backscatter (sigma0) of each surface, dB

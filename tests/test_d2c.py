@@ -223,6 +223,25 @@ def test_deterministic_for_a_seed_and_varied_across_seeds():
     assert all(len(t.split()) <= MAX_WORDS for t in many_captions(record))
 
 
+def test_a_caption_too_long_for_the_model_says_fewer_facts_never_fewer_counts():
+    """fits: D2C writes to the model's context length; a caption that would be cut loses whole facts."""
+    record = {**busy_record(), "objects": [*busy_record()["objects"], {"category": "car", "box": [600, 300, 620, 310]}]}
+    short = lambda caption: len(caption.split()) <= 16  # a stand-in for a tokenizer's fits
+    pairs = [pair for seed in range(20) for pair in captions(record, n=5, seed=seed, claims=True, fits=short)]
+    assert all(short(caption) for caption, _ in pairs)
+    assert all(counts_in(caption, ["ship", "aircraft", "car"]) == {"ship": 3, "aircraft": 1, "car": 1}
+               for caption, _ in pairs)
+    assert all(claim_holds(claim, true_statements(record)) for _, claim in pairs)
+    # Where the caption drawn first is too long, a shorter one still says some of its facts, not counts alone.
+    too_long = [seed for seed in range(40) if not short(captions(record, n=1, seed=seed)[0])]
+    kept = [captions(record, n=1, seed=seed, claims=True, fits=short)[0][1] for seed in too_long]
+    assert len(too_long) > 20 and sum(len(claim) > 3 for claim in kept) > len(kept) / 2  # 3 counts + facts
+    nothing_fits = captions(record, n=3, claims=True, fits=lambda caption: False)  # the shortest: counts only
+    assert len(set(nothing_fits)) == 1 and {s[0] for s in nothing_fits[0][1]} == {"count"}
+    for seed in range(5):  # a caption that fits is written exactly as without fits: the same draws
+        assert captions(record, n=5, seed=seed, fits=lambda caption: True) == captions(record, n=5, seed=seed)
+
+
 def test_global_random_state_is_left_alone():
     random.seed(0)
     expected = random.random()

@@ -14,6 +14,7 @@ from data import build_manifest
 from dataset import (ManifestDataset, augment_image, augment_record, box_inside, collate_keep_size, crop_window,
                      draw_augmentation, draw_display, NO_DISPLAY)
 from rasters import squeeze_to_square
+from sarclip import Tokenizer
 from test_data import caption_file, chip_folder, fake_tokenizer, gray_image, voc_object
 
 
@@ -262,6 +263,23 @@ def test_an_augmented_stand_in_brings_its_own_caption(tmp_path):
     image, tokens, served = dataset[0]
     assert served != 0 and torch.equal(tokens, fake_tokenizer([dataset.caption(served)])[0])
     assert torch.equal(image, dataset.image(served))
+
+
+def test_augmented_captions_fit_the_tokenizer_whole(tmp_path):
+    """With a sarclip.Tokenizer, D2C writes each augmented caption to its context length (none is cut),
+    stating every count served; the stored captions, written for 77 tokens, would be cut."""
+    manifest = augment_set(tmp_path)
+    stored = [c for e in ManifestDataset(manifest, fake_tokenizer, None, split=None).entries for c in e["captions"]]
+    tokenizer = Tokenizer.train(stored, vocab_size=600, context_length=14)
+    assert not all(tokenizer.fits(c) for c in stored)
+    dataset = ManifestDataset(manifest, tokenizer, 32, split=None, seed=1, augment=True)
+    for dataset.epoch in range(4):
+        for i in range(5):  # the scenes and the chip
+            assert all(tokenizer.fits(c) for c in dataset.item_captions(i))
+            caption, tokens = dataset.caption(i), dataset[i][1]
+            assert tokenizer.decode(tokens).replace(" ", "") == caption.lower().replace(" ", "")  # read whole
+            assert [(c.category, c.n) for c in counterfactuals.read_counts(caption, dataset.item_counts(i))] \
+                == list(dataset.item_counts(i).items())
 
 
 # ---- real SAR data (../shared) -------------------------------------------------------------------------------
