@@ -466,12 +466,13 @@ def captions(record, n=5, seed=0, simple=False, claims=False, fits=None):
             if record["objects"]:
                 facts = {fact for fact, odds in FACT_ODDS.items() if rng.random() < odds}
                 caption, claim = object_caption(record, groups, statements, rng, facts)
-                while facts and not whole(caption):
+                while not (fitting := whole(caption)) and facts:  # each caption tokenised once
                     facts.remove(rng.choice(sorted(facts)))  # sorted: the same fact for the same seed
                     caption, claim = object_caption(record, groups, statements, rng, facts)
             else:
                 caption, claim = empty_caption(record, rng)
-            if whole(caption):  # counts alone can be too long too ("a synthetic aperture radar image ...")
+                fitting = whole(caption)
+            if fitting:  # counts alone can be too long too ("a synthetic aperture radar image ...")
                 found.setdefault(caption, claim)
             elif shortest is None or len(caption) < len(shortest[0]):
                 shortest = caption, claim
