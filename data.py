@@ -40,8 +40,9 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import d2c
 from annotations import (CSV_COLUMNS, HELD_OUT_FIRST, KNOWN_CATEGORIES, READERS, category_name, is_bare_number,
@@ -61,9 +62,34 @@ def stable_hash(text):
     return int.from_bytes(hashlib.sha1(text.encode("utf-8", "surrogateescape")).digest()[:8], "big")
 
 
+# A tile cut from a bigger scene is named after the scene and its place in it, so the name says which
+# tiles share a scene: HRSID's P0001_600_1400_9600_10400 (rows 600-1400, columns 9600-10400 of scene
+# P0001), DOTA's ImgSplit tool's P0001__1024__0___0 (scale, then the tile's left and top pixel).
+WINDOW_TILE = re.compile(r"(?P<scene>.+)_(?P<y0>\d+)_(?P<y1>\d+)_(?P<x0>\d+)_(?P<x1>\d+)")
+DOTA_TILE = re.compile(r"(?P<scene>.+?)__\d+(?:\.\d+)?__\d+___\d+")
+
+
+def scene_of(key):
+    """The path of the scene an image was cut from: key itself, unless its file name is a tile's.
+
+    Tiles of one scene overlap (HRSID's 800-px tiles step by less than 800) or show the same harbour,
+    so a split that hashed each tile would train on pixels it then tests on; tiles split by their scene.
+    A name ending in four numbers is a tile only when they read as a window, the second above the first
+    and the fourth above the third (so a date such as 2019_05_12_13 is not one).
+    """
+    path = PurePosixPath(key)
+    if (match := WINDOW_TILE.fullmatch(path.stem)) and int(match["y1"]) > int(match["y0"]) \
+            and int(match["x1"]) > int(match["x0"]):
+        return str(path.with_name(match["scene"]))
+    if match := DOTA_TILE.fullmatch(path.stem):
+        return str(path.with_name(match["scene"]))
+    return key
+
+
 def split_of(key):
-    """"train", "val" or "test" (80/10/10) from a hash of an image's path: stable in any order or build."""
-    u = stable_hash(key) % 10_000 / 10_000
+    """"train", "val" or "test" (80/10/10) from a hash of an image's path, or for a tile of its scene's
+    path (scene_of): stable in any order or build, and the tiles of one scene all in one split."""
+    u = stable_hash(scene_of(key)) % 10_000 / 10_000
     return "train" if u < 0.8 else "val" if u < 0.9 else "test"
 
 

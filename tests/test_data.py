@@ -263,6 +263,28 @@ def test_split_depends_on_the_path_only(tmp_path):
     assert one == two and len(one) == 12
 
 
+def test_tiles_of_one_scene_share_a_split():
+    # HRSID's tiles (rows y0-y1, columns x0-x1 of a scene) and DOTA's ImgSplit tiles are split by scene:
+    # overlapping tiles in train and test would test on trained pixels.
+    assert data.scene_of("images/P0001_600_1400_9600_10400.jpg") == "images/P0001"
+    assert data.scene_of("SARDet/HRSID_P0003_0_800_0_800.png") == "SARDet/HRSID_P0003"
+    assert data.scene_of("train/images/P0001__1024__0___512.png") == "train/images/P0001"
+    assert data.scene_of("P0001__0.5__0___0.png") == "P0001"
+    for not_a_tile in ("JPEGImages/000001.jpg", "Gao_ship_hh_0201608254401010056.jpg",
+                       "x_2019_05_12_13.jpg",      # 05 is not above 2019: a date, not a window
+                       "S1A_0.5m_001.jpg", "0_800_0_800.jpg"):
+        assert data.scene_of(not_a_tile) == not_a_tile
+    tiles = {f"P{s:04d}": [f"images/P{s:04d}_{y}_{y + 800}_{x}_{x + 800}.jpg" for y in (0, 600) for x in (0, 600)]
+             for s in range(200)}
+    splits = {scene: {split_of(t) for t in names} for scene, names in tiles.items()}
+    assert all(len(s) == 1 for s in splits.values())
+    shares = Counter(s.pop() for s in splits.values())  # still about 80/10/10, now of scenes
+    assert 140 < shares["train"] < 180 and shares["val"] > 8 and shares["test"] > 8
+    # A hash of each tile's own name would have spread most of these scenes over two or three splits.
+    old = {scene: {data.stable_hash(t) % 10_000 < 8_000 for t in names} for scene, names in tiles.items()}
+    assert sum(len(s) > 1 for s in old.values()) > 100
+
+
 def test_only_a_name_the_user_gave_reaches_the_captions(tmp_path):
     assert data.parse_source("voc:/d/mstar_scenes:/d/classes.txt")[:4] == (None, "voc", "/d/mstar_scenes",
                                                                           "/d/classes.txt")
@@ -528,6 +550,11 @@ def test_real_hrsid_coco_and_sar_aircraft_voc(shared, tmp_path):
     assert stats["images"] == {"HRSID": 36, "sar_aircraft_mini": 9}
     assert stats["objects"] == {("HRSID", "ship"): 82, ("sar_aircraft_mini", "aircraft"): 26}
     assert not [p for p in stats["problems"] if p[0] != "box clipped to the image"]
+    hrsid = [e for e in read_manifest(tmp_path / "m.jsonl") if e["source"] == "HRSID"]
+    scenes = {}  # 36 tiles of 14 scenes (P0001 gives 6): each scene in one split
+    for e in hrsid:
+        scenes.setdefault(Path(e["image"]).stem.split("_")[0], set()).add(e["split"])
+    assert len(scenes) == 14 and all(len(s) == 1 for s in scenes.values())
     entry = read_manifest(tmp_path / "m.jsonl")[0]
     image = load_sar_image(entry["image"], max_side=256)
     assert image.shape == (1, 256, 256) and 0 <= image.min() < image.max() <= 1
