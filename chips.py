@@ -4,11 +4,15 @@ A chip is a small image centred on one target of its class. Each chip becomes a 
 object, its class phrase, so D2C captions it in the words a zero-shot prompt uses ("a SAR image of a
 T72 tank"). The classes are folders (chip_folders; OpenSARShip's are in its file names), named in
 a zero-shot prompt's words by an optional names file (chip_class_phrases), and every 5th chip of a
-class is held out (chip_is_held_out): data.py's chips source and eval.py's chip folders read these
-same functions, so the chips a model is tested on are never the ones it trained on.
+class is held out (chip_is_held_out): data.py's chips source (read_chips) and eval.py's chip folders
+(read_chip_folder, read_class_names) read these same functions, so the chips a model is tested on are
+never the ones it trained on.
 """
 import re
+import sys
 from pathlib import Path
+
+import torch
 
 from annotations import IMAGE_EXTENSIONS, Record, category_name, files_below, read_text, split_named, squash
 from rasters import SARDataError, image_size, is_mstar_file
@@ -192,3 +196,45 @@ def read_chips(folder, names=None, problems=None):
             records.append(Record(str(path), width, height, [chip_object(phrase, width, height)], chip=True,
                                   split="test" if chip_is_held_out(position) else "train", annotation=str(path)))
     return records
+
+
+def read_chip_folder(root, class_names=None, names_file=None):
+    """(image paths, labels, class folders) of a folder-per-class chip set (MSTAR, FUSAR-Ship), its
+    classes found as data.py's chips source finds them (chip_folders; names_file, the
+    "folder phrase" file, also finds classes nested deeper, as in MSTAR's raw mixed-targets CD).
+
+    class_names: the class folders to read, in label order (a test set must use its training set's order;
+    a class it has and they lack is a ValueError).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such chip folder (expected one sub-folder of images per class)")
+    problems = []
+    found = chip_folders(root, names_file, problems)
+    for kind, where in problems:  # the report data.py's build gives, but an empty class folder stops here
+        if kind == "class folder has no images":
+            extensions = " ".join(IMAGE_EXTENSIONS)
+            raise ValueError(f"{where}: class folder has no images ({extensions} or MSTAR's own files)")
+        print(f"{where}: {kind}", file=sys.stderr)
+    folders = class_names or list(found)
+    if not folders:
+        raise ValueError(f"{root}: no class folders (expected one sub-folder of images per class)")
+    if class_names and (missing := sorted(set(found) - set(class_names))):
+        raise ValueError(f"{root}: classes {missing} have no training folder (the training classes: "
+                         f"{', '.join(class_names)})")
+    paths, labels = [], []
+    for label, name in enumerate(folders):  # a test set may lack a class; its training set may not
+        paths += found.get(name, [])
+        labels += [label] * len(found.get(name, []))
+    return paths, torch.tensor(labels, dtype=torch.long), folders
+
+
+def read_class_names(path, folders):
+    """Prompt phrases for the class folders, in folder order, from a names file of lines "folder phrase"
+    ("T72 T72 tank"); None: no file. chip_class_phrases's rule, the one chip captions follow; the problems it
+    finds are printed to stderr."""
+    problems = []
+    phrases = chip_class_phrases(path, folders, problems)
+    for _, where in problems:
+        print(f"{where}: no class folder of that name (ignored)", file=sys.stderr)
+    return [phrases[folder] for folder in folders]

@@ -28,13 +28,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import annotations
-import chips
 import d2c
 import data
 import rasters
 import synthetic
 from anyreader import AnyReader, largest_useful_side
+from chips import read_chip_folder, read_class_names
 from metrics import (COUNTS, chance_level, classification_metrics, counting_metrics, few_shot, format_counting,
                      format_table, held_out, linear_probe, plot_confusion, plot_few_shot, retrieval_metrics)
 from sarclip import CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, CLIPConfig, Tokenizer, load_clip
@@ -229,47 +228,6 @@ def retrieval(model, tokenizer, entries, reader=None, batch_size=64, display=Non
 
 
 # ----------------------------------------------------------------------------- data plumbing
-
-def read_chip_folder(root, class_names=None, names_file=None):
-    """(image paths, labels, class folders) of a folder-per-class chip set (MSTAR, FUSAR-Ship), its
-    classes found as data.py's chips source finds them (chips.chip_folders; names_file, the
-    "folder phrase" file, also finds classes nested deeper, as in MSTAR's raw mixed-targets CD).
-
-    class_names: the class folders to read, in label order (a test set must use its training set's order;
-    a class it has and they lack is a ValueError).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such chip folder (expected one sub-folder of images per class)")
-    problems = []
-    found = chips.chip_folders(root, names_file, problems)
-    for kind, where in problems:  # the report data.py's build gives, but an empty class folder stops here
-        if kind == "class folder has no images":
-            extensions = " ".join(annotations.IMAGE_EXTENSIONS)
-            raise ValueError(f"{where}: class folder has no images ({extensions} or MSTAR's own files)")
-        print(f"{where}: {kind}", file=sys.stderr)
-    folders = class_names or list(found)
-    if not folders:
-        raise ValueError(f"{root}: no class folders (expected one sub-folder of images per class)")
-    if class_names and (missing := sorted(set(found) - set(class_names))):
-        raise ValueError(f"{root}: classes {missing} have no training folder (the training classes: "
-                         f"{', '.join(class_names)})")
-    paths, labels = [], []
-    for label, name in enumerate(folders):  # a test set may lack a class; its training set may not
-        paths += found.get(name, [])
-        labels += [label] * len(found.get(name, []))
-    return paths, torch.tensor(labels, dtype=torch.long), folders
-
-
-def read_class_names(path, folders):
-    """Prompt phrases for the class folders, in folder order, from a names file of lines "folder phrase"
-    ("T72 T72 tank"); None: no file. chips.chip_class_phrases's rule, the one chip captions follow."""
-    problems = []
-    phrases = chips.chip_class_phrases(path, folders, problems)
-    for _, where in problems:
-        print(f"{where}: no class folder of that name (ignored)", file=sys.stderr)
-    return [phrases[folder] for folder in folders]
-
 
 def cap_per_class(items, labels, limit):
     """The first `limit` items of each class (all when limit is None), order kept."""
@@ -628,16 +586,6 @@ def zero_shot_main(argv):
     for label, p in sorted(probabilities.items(), key=lambda item: -item[1]):
         print(f"{100 * p:6.1f}%  {label}")
     return probabilities
-
-
-def feature_throughput(model, reader=None, n=256, batch_size=64, side=None):
-    """Images per second through encode_images on n random images (native size unless side is given)."""
-    side = side or model.cfg.image_size
-    images = list(torch.rand(n, model.cfg.in_channels, side, side, generator=torch.Generator().manual_seed(0)))
-    encode_images(model, images[:batch_size], reader, batch_size)  # warm-up
-    start = time.perf_counter()
-    encode_images(model, images, reader, batch_size)
-    return n / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":
