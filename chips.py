@@ -141,7 +141,7 @@ def chip_class_phrases(path, folders, problems=None):
     Names match folders as class names do (squash: "BRDM2" names the folder "BRDM_2", as MSTAR's JPEG
     exports spell it). A folder not named there is its own phrase, its underscores and CamelCase read
     as spaces ("Fishing_Boat" -> "Fishing Boat", FUSAR-Ship's "GeneralCargo" -> "General Cargo"): the
-    rule of eval.py's read_class_names, so captions use a zero-shot prompt's words. A name with no
+    rule of read_class_names below (eval.py's prompts), so captions use a zero-shot prompt's words. A name with no
     folder is reported in problems.
     """
     named = {}  # squash(folder as the file writes it): (as written, phrase)
@@ -199,12 +199,14 @@ def read_chips(folder, names=None, problems=None):
 
 
 def read_chip_folder(root, class_names=None, names_file=None):
-    """(image paths, labels, class folders) of a folder-per-class chip set (MSTAR, FUSAR-Ship), its
-    classes found as data.py's chips source finds them (chip_folders; names_file, the
-    "folder phrase" file, also finds classes nested deeper, as in MSTAR's raw mixed-targets CD).
+    """(image paths, labels LongTensor [N] of class indices, class folders) of a folder-per-class chip
+    set (MSTAR, FUSAR-Ship), its classes found as data.py's chips source finds them (chip_folders;
+    names_file, the "folder phrase" file, also finds classes nested deeper, as in MSTAR's raw
+    mixed-targets CD). Other problems chip_folders reports are printed to stderr.
 
-    class_names: the class folders to read, in label order (a test set must use its training set's order;
-    a class it has and they lack is a ValueError).
+    class_names: the class folders to read, in label order (a test set must use its training set's order).
+    Raises FileNotFoundError when root is no folder, ValueError when it has no class folders, a class
+    folder has no images, or it has a class that class_names lacks.
     """
     root = Path(root)
     if not root.is_dir():

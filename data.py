@@ -64,26 +64,41 @@ def stable_hash(text):
 
 # A tile cut from a bigger scene is named after the scene and its place in it, so the name says which
 # tiles share a scene: HRSID's P0001_600_1400_9600_10400 (rows 600-1400, columns 9600-10400 of scene
-# P0001), DOTA's ImgSplit tool's P0001__1024__0___0 (scale, then the tile's left and top pixel).
-WINDOW_TILE = re.compile(r"(?P<scene>.+)_(?P<y0>\d+)_(?P<y1>\d+)_(?P<x0>\d+)_(?P<x1>\d+)")
+# P0001), SAHI's P0001_0_412_512_924 (x0 y0 x1 y1), the DOTA devkit ImgSplit's P0001__1__0___0 (rate,
+# left, top) and mmrotate's or Ultralytics' DOTA split's P0001__1024__0___0 (window side, left, top).
+WINDOW_TILE = re.compile(r"(?P<scene>.+)_(?P<a>\d+)_(?P<b>\d+)_(?P<c>\d+)_(?P<d>\d+)")
 DOTA_TILE = re.compile(r"(?P<scene>.+?)__\d+(?:\.\d+)?__\d+___\d+")
 
 
+def tile_scene(name):
+    """The scene named by a tile's file name (no extension), or None for a name that is no tile's.
+
+    Four trailing numbers are a tile's place only when they read as a window: HRSID's y0 < y1 and
+    x0 < x1, or SAHI's x0 < x1 and y0 < y1 (so a date such as 2019_05_12_13 is none)."""
+    if (match := WINDOW_TILE.fullmatch(name)) is not None:
+        a, b, c, d = (int(match[key]) for key in "abcd")
+        if (a < b and c < d) or (a < c and b < d):
+            return match["scene"]
+    if (match := DOTA_TILE.fullmatch(name)) is not None:
+        return match["scene"]
+    return None
+
+
 def scene_of(key):
-    """The path of the scene an image was cut from: key itself, unless its file name is a tile's.
+    """The path (without extension) of the scene image key was cut from, or key itself when its file
+    name is no tile's (tile_scene); a tile of a tile goes back to the first scene.
 
     Tiles of one scene overlap (HRSID's 800-px tiles step by less than 800) or show the same harbour,
-    so a split that hashed each tile would train on pixels it then tests on; tiles split by their scene.
-    A name ending in four numbers is a tile only when they read as a window, the second above the first
-    and the fourth above the third (so a date such as 2019_05_12_13 is not one).
+    so a split that hashed each tile would train on pixels it then tests on: tiles split by their scene.
+    (A scene here is the image a tile was cut from, not the manifest's inshore/offshore "scene".) Names
+    that carry no scene still split image by image: SSDD's 000001.jpg, SAR-Ship-Dataset's chips,
+    SARDet-100K's renumbered files; LS-SSDD-v1.0's 01_1_1.jpg tiles come with the release's own split.
     """
     path = PurePosixPath(key)
-    if (match := WINDOW_TILE.fullmatch(path.stem)) and int(match["y1"]) > int(match["y0"]) \
-            and int(match["x1"]) > int(match["x0"]):
-        return str(path.with_name(match["scene"]))
-    if match := DOTA_TILE.fullmatch(path.stem):
-        return str(path.with_name(match["scene"]))
-    return key
+    name = path.stem
+    while (scene := tile_scene(name)) is not None:
+        name = scene
+    return key if name == path.stem else str(path.with_name(name))
 
 
 def split_of(key):

@@ -264,12 +264,15 @@ def test_split_depends_on_the_path_only(tmp_path):
 
 
 def test_tiles_of_one_scene_share_a_split():
-    # HRSID's tiles (rows y0-y1, columns x0-x1 of a scene) and DOTA's ImgSplit tiles are split by scene:
-    # overlapping tiles in train and test would test on trained pixels.
+    # HRSID's tiles (rows y0-y1, columns x0-x1 of a scene), SAHI's (x0 y0 x1 y1) and the DOTA split
+    # tools' are split by scene: overlapping tiles in train and test would test on trained pixels.
     assert data.scene_of("images/P0001_600_1400_9600_10400.jpg") == "images/P0001"
-    assert data.scene_of("SARDet/HRSID_P0003_0_800_0_800.png") == "SARDet/HRSID_P0003"
+    assert data.scene_of("mixed/HRSID_P0003_0_800_0_800.png") == "mixed/HRSID_P0003"
+    assert {data.scene_of(f"sahi/P0001_{x}_{y}_{x + 512}_{y + 512}.png") for x in (0, 412) for y in (0, 412)} \
+        == {"sahi/P0001"}
     assert data.scene_of("train/images/P0001__1024__0___512.png") == "train/images/P0001"
     assert data.scene_of("P0001__0.5__0___0.png") == "P0001"
+    assert data.scene_of("P0001_0_800_0_800__1__0___0.png") == "P0001"  # a tile of a tile: the first scene
     for not_a_tile in ("JPEGImages/000001.jpg", "Gao_ship_hh_0201608254401010056.jpg",
                        "x_2019_05_12_13.jpg",      # 05 is not above 2019: a date, not a window
                        "S1A_0.5m_001.jpg", "0_800_0_800.jpg"):
