@@ -183,17 +183,6 @@ def bench_loading(n_images=256, sizes=(64, 128)):
         loading_table(manifests, tokenizer, n_images, sizes)
 
 
-def feature_throughput(model, reader=None, n=256, batch_size=64, side=None):
-    """Images per second through eval.encode_images on n random images (native size unless side is given)."""
-    from eval import encode_images
-    side = side or model.cfg.image_size
-    images = list(torch.rand(n, model.cfg.in_channels, side, side, generator=torch.Generator().manual_seed(0)))
-    encode_images(model, images[:batch_size], reader, batch_size)  # warm-up
-    start = time.perf_counter()
-    encode_images(model, images, reader, batch_size)
-    return n / (time.perf_counter() - start)
-
-
 def bench_eval(checkpoint=None):
     """Feature extraction images/s and the wall time of all five evaluations (+ the untrained and pixels baselines).
 
@@ -222,7 +211,12 @@ def bench_eval(checkpoint=None):
                    folder / "ckpt.pt")
         checkpoint = folder / "ckpt.pt"
     model, _, _ = evaluation.load_checkpoint(checkpoint)
-    print(f"eval        features: {feature_throughput(model.eval()):,.0f} images/s (tiny, 64 px, batch 64)")
+    side = model.cfg.image_size
+    images = list(torch.rand(256, model.cfg.in_channels, side, side, generator=torch.Generator().manual_seed(0)))
+    evaluation.encode_images(model.eval(), images[:64])  # warm-up
+    start = time.perf_counter()
+    evaluation.encode_images(model, images)
+    print(f"eval        features: {256 / (time.perf_counter() - start):,.0f} images/s (tiny, 64 px, batch 64)")
     start = time.perf_counter()
     evaluation.main(["--checkpoint", str(checkpoint), "--out", str(folder / "eval")])
     print(f"eval        five tasks + untrained and pixels baselines on the synthetic set: {time.perf_counter() - start:.1f} s")

@@ -141,8 +141,8 @@ def chip_class_phrases(path, folders, problems=None):
     Names match folders as class names do (squash: "BRDM2" names the folder "BRDM_2", as MSTAR's JPEG
     exports spell it). A folder not named there is its own phrase, its underscores and CamelCase read
     as spaces ("Fishing_Boat" -> "Fishing Boat", FUSAR-Ship's "GeneralCargo" -> "General Cargo"): the
-    rule of read_class_names below (eval.py's prompts), so captions use a zero-shot prompt's words. A name with no
-    folder is reported in problems.
+    rule of read_class_names below (eval.py's prompts), so captions use a zero-shot prompt's words. A
+    name with no folder is reported in problems.
     """
     named = {}  # squash(folder as the file writes it): (as written, phrase)
     for line in read_text(path).splitlines() if path else []:
@@ -233,8 +233,8 @@ def read_chip_folder(root, class_names=None, names_file=None):
 
 def read_class_names(path, folders):
     """Prompt phrases for the class folders, in folder order, from a names file of lines "folder phrase"
-    ("T72 T72 tank"); None: no file. chip_class_phrases's rule, the one chip captions follow; the problems it
-    finds are printed to stderr."""
+    ("T72 T72 tank"); None: no file. chip_class_phrases's rule, the one chip captions follow; a name
+    with no folder is printed to stderr."""
     problems = []
     phrases = chip_class_phrases(path, folders, problems)
     for _, where in problems:
