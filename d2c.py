@@ -462,7 +462,9 @@ def captions(record, n=5, seed=0, simple=False, claims=False, fits=None):
         statements = {c: group_statements(c, objects, record) for c, objects in groups.items()}
         whole = lambda caption: len(caption.split()) <= MAX_WORDS and (fits is None or fits(caption))
         found, shortest = {}, None  # caption -> claim, in the order found; the shortest one too long
-        for _ in range(20 * n):  # a few tries per caption; a record with few facts has few distinct captions
+        # A few tries per caption (a record with few facts has few distinct captions), and at least 100: a
+        # crowded record may need many wordings before one fits, and its first caption should not depend on n.
+        for _ in range(20 * max(n, 5)):
             if record["objects"]:
                 facts = {fact for fact, odds in FACT_ODDS.items() if rng.random() < odds}
                 caption, claim = object_caption(record, groups, statements, rng, facts)

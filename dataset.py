@@ -275,9 +275,9 @@ class ManifestDataset(torch.utils.data.Dataset):
         return {**params, **(draw_display(rng) if self.display_augment else NO_DISPLAY)}, seed
 
     def item_captions(self, index):
-        """The captions true of item index as served this epoch, caption(index) among them: the entry's
-        own, or when augmented as many as the entry has, written by D2C for the transformed boxes
-        (augment_record); in the "both" style n - 1 diverse ones (at least one), then the simple template."""
+        """Captions true of item index as served this epoch, caption(index) among them: the entry's own,
+        or when augmented the one D2C writes for the transformed boxes (augment_record), in the "both"
+        style then the simple template."""
         written = self.written_by_d2c(index)
         return self.entries[index]["captions"] if written is None else written[0]
 
@@ -295,14 +295,15 @@ class ManifestDataset(torch.utils.data.Dataset):
         if (drawn := self.augmentation(index)) is None:
             return None
         params, seed = drawn
-        record, n = augment_record(self.entries[index], params), len(self.entries[index]["captions"])
+        record = augment_record(self.entries[index], params)
         fits = getattr(self.tokenizer, "fits", None)  # a sarclip.Tokenizer says which captions it reads whole
+        # Only what can be served is written: D2C's first caption for this seed (the first of any n),
+        # and in the "both" style the template. Writing n would cost the loader most of its time (a
+        # tokenizer fit check per try), and the batch's positives need no more: another image's
+        # caption is checked against this one's true statements (its claim, d2c.claim_holds).
+        pairs = d2c.captions(record, n=1, seed=seed, simple=self.caption_style == "simple", claims=True, fits=fits)
         if self.caption_style == "both":
-            pairs = (d2c.captions(record, n=max(1, n - 1), seed=seed, claims=True, fits=fits)
-                     + d2c.captions(record, n=1, simple=True, claims=True))
-        else:
-            pairs = d2c.captions(record, n=n, seed=seed, simple=self.caption_style == "simple", claims=True,
-                                 fits=fits)
+            pairs += d2c.captions(record, n=1, simple=True, claims=True)
         if len(self.written) >= self.MEMO_SIZE:  # a few batches' worth: enough, and small for any corpus
             self.written.clear()
         captions, claims = (list(column) for column in zip(*pairs))

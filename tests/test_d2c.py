@@ -223,6 +223,17 @@ def test_deterministic_for_a_seed_and_varied_across_seeds():
     assert all(len(t.split()) <= MAX_WORDS for t in many_captions(record))
 
 
+def test_the_first_caption_for_a_seed_does_not_depend_on_n():
+    """Training serves D2C's first caption for an item's seed and writes only that one (n=1,
+    dataset.ManifestDataset): it must be the first of five too, even when few wordings fit the model
+    and the first that fits comes late (here 19 of 30 seeds need over 20 tries)."""
+    record = busy_record()
+    rare = lambda caption: caption.startswith("a radar scene of an inshore")  # a stand-in for fits
+    for seed in range(30):
+        first = captions(record, n=1, seed=seed, fits=rare)[0]
+        assert rare(first) and first == captions(record, n=5, seed=seed, fits=rare)[0]
+
+
 def test_a_caption_too_long_for_the_model_says_fewer_facts_never_fewer_counts():
     """fits: D2C writes to the model's context length; a caption that would be cut loses whole facts."""
     record = {**busy_record(), "objects": [*busy_record()["objects"], {"category": "car", "box": [600, 300, 620, 310]}]}
