@@ -442,6 +442,7 @@ def captions(record, n=5, seed=0, simple=False, claims=False, fits=None):
     """n captions true to the record's boxes, varied and distinct where possible, the same for a seed.
 
     simple=True gives the paper's simple-caption ablation instead: n copies of one fixed template.
+    The first caption for a seed is the same for any n up to 5 (training writes only the one it serves).
     claims=True gives (caption, claim) pairs: the claim, a frozenset of the statements the caption
     makes, tells which other images it is true of (claim_holds).
     fits: None, or a function caption -> bool saying whether the model reads it whole (its tokenizer's

@@ -248,7 +248,7 @@ def test_both_styles_add_the_simple_template_as_one_more_caption(tmp_path):
         for both.epoch in range(30):
             for i in range(5):  # the scenes and the chip
                 captions, counts = both.item_captions(i), both.item_counts(i)
-                assert len(captions) == (2 if augment else 6)  # augmented: D2C's one diverse caption served
+                assert len(captions) == (2 if augment else 6)  # augmented: the one diverse caption D2C wrote
                 assert captions[-1] == d2c.simple_sentence(counts)  # "a SAR image of two ships."
                 assert both.caption(i) in captions
                 served_simple += both.caption(i) == captions[-1]
