@@ -464,7 +464,7 @@ def captions(record, n=5, seed=0, simple=False, claims=False, fits=None):
         whole = lambda caption: len(caption.split()) <= MAX_WORDS and (fits is None or fits(caption))
         found, shortest = {}, None  # caption -> claim, in the order found; the shortest one too long
         # A few tries per caption (a record with few facts has few distinct captions), and at least 100: a
-        # crowded record may need many wordings before one fits, and its first caption should not depend on n.
+        # crowded record may need many wordings before one fits, and its first caption is the same for n <= 5.
         for _ in range(20 * max(n, 5)):
             if record["objects"]:
                 facts = {fact for fact, odds in FACT_ODDS.items() if rng.random() < odds}
