@@ -122,13 +122,34 @@ REAL_SETS = (("SSDD", "voc:{sar}/ssdd_train"),  # 3-channel gray JPEGs, 190-668 
              ("HRSID", "coco:{sar}/hrsid_mini/annotations.json"))  # 800 x 800 JPEG
 
 
+class Epochs(torch.utils.data.Dataset):
+    """n items of a ManifestDataset served epoch after epoch (1, 2, ...), as training serves a set: item k
+    is index k % len(dataset) of epoch 1 + k // len(dataset), so D2C's memo never answers for a caption
+    it already wrote (a set smaller than n cycled in one epoch would be served from it)."""
+
+    def __init__(self, dataset, n):
+        self.dataset, self.n = dataset, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, k):
+        self.dataset.set_epoch(1 + k // len(self.dataset))
+        return self.dataset[k % len(self.dataset)]
+
+
 def loading_rate(dataset, n_images, n_workers):
-    """Images/s through a DataLoader (batch 64) over n_images items, cycling a smaller dataset. The files
-    are read once first, so that the page cache, not the disk, serves them (as from the second epoch on)."""
+    """Images/s through a DataLoader (batch 64) over n_images items (Epochs) of a fresh dataset, as from a
+    training run's second epoch on: the files are read once first, so that the page cache, not the disk,
+    serves them, and with 0 workers the training process has kept their decoded pixels
+    (ManifestDataset.decoded, up to CACHE_BYTES); a worker process, made anew each epoch, keeps none."""
     from pathlib import Path
-    items = torch.utils.data.Subset(dataset, [i % len(dataset) for i in range(n_images)])
-    for entry in dataset.entries[:n_images]:
-        Path(entry["image"]).read_bytes()
+    items = Epochs(dataset, n_images)
+    for i in range(min(n_images, len(dataset))):
+        if n_workers == 0:
+            dataset.decoded(i)
+        else:
+            Path(dataset.entries[i]["image"]).read_bytes()
     loader = torch.utils.data.DataLoader(items, batch_size=64, num_workers=n_workers)
     start = time.perf_counter()
     for _ in loader:
@@ -139,7 +160,7 @@ def loading_rate(dataset, n_images, n_workers):
 def loading_table(manifests, tokenizer, n_images, sizes):
     """Prints bench_loading's table: a row per (image size, manifest), training images/s beside."""
     from dataset import ManifestDataset
-    print(f"loading     {n_images} images a cell (smaller sets cycled), batch 64, {torch.get_num_threads()} threads;"
+    print(f"loading     {n_images} images a cell (smaller sets epoch after epoch), batch 64, {torch.get_num_threads()} threads;"
           f" training: the tiny preset, batch 64\n")
     print("| data | px | 0 workers | 1 worker | 0 workers, augmented | training | loading / training |\n"
           + "|---" * 7 + "|")
@@ -147,16 +168,16 @@ def loading_table(manifests, tokenizer, n_images, sizes):
         step, _ = training_step("tiny", 64, image_size=size)
         training = 64 / timed(step, warmup=2, repeats=5)
         for name, manifest, split in manifests:
-            plain = ManifestDataset(manifest, tokenizer, image_size=size, split=split)
-            augmented = ManifestDataset(manifest, tokenizer, image_size=size, split=split, augment=True)
-            rates = [loading_rate(plain, n_images, 0), loading_rate(plain, n_images, 1),
-                     loading_rate(augmented, n_images, 0)]
-            print(f"| {name} ({len(plain)} images) | {size} | " + " | ".join(f"{r:,.0f}" for r in rates) +
+            cells = [(False, 0), (False, 1), (True, 0)]  # (augment, workers), a fresh dataset each
+            datasets = [ManifestDataset(manifest, tokenizer, image_size=size, split=split, augment=augment)
+                        for augment, _ in cells]
+            rates = [loading_rate(dataset, n_images, workers) for dataset, (_, workers) in zip(datasets, cells)]
+            print(f"| {name} ({len(datasets[0])} images) | {size} | " + " | ".join(f"{r:,.0f}" for r in rates) +
                   f" | {training:,.0f} | {rates[2] / training:.1f}x |", flush=True)
 
 
 def bench_loading(n_images=256, sizes=(64, 128)):
-    """ManifestDataset images/s (decode, resize, tokenise) beside the tiny model's training images/s.
+    """ManifestDataset images/s (decode or keep, resize, caption, tokenise) beside the tiny model's training images/s.
 
     On the synthetic set and, when ../shared/sar exists, on real SSDD, MSTAR and HRSID JPEGs, at the
     tiny preset's 64 px and at 128 px (`train.py --image-size 128`). Loading should be at least 3x

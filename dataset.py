@@ -11,7 +11,7 @@ uninterrupted one would have.
     dataset.set_epoch(0)
     image, tokens = dataset[0]   # [1, 64, 64] in [0, 1], [context_length]
 """
-from collections import Counter
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -223,9 +223,11 @@ class ManifestDataset(torch.utils.data.Dataset):
     alike; return_index then tells which were replaced. Otherwise the SARDataError is raised.
     The caption drawn for an index depends only on (seed, epoch, index): call set_epoch before each
     epoch (DataLoader workers made with persistent_workers=True keep the epoch they started with).
+    Outside DataLoader workers, decoded images are kept for the next epoch, up to CACHE_BYTES (see decoded).
     """
     STAND_IN_TRIES = 20  # this many unreadable images in a row mean the data, not a file, is broken
     MEMO_SIZE = 4096     # D2C's writings kept (per epoch and index) before the memo starts again
+    CACHE_BYTES = 2**29  # decoded images kept (512 MiB: the real recipe's mix needs 264 MiB at 64 px), see decoded
 
     def __init__(self, manifest_paths, tokenizer, image_size, channels=1, split="train", seed=0,
                  caption_style="diverse", return_index=False, max_side=None, replace_unreadable=False,
@@ -245,6 +247,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.max_side = max_side or (image_size and 2 * image_size)
         self.replace_unreadable = replace_unreadable
         self.written = {}  # {(epoch, index): (captions, their claims, true_statements, counts)}, memoised
+        self.cache, self.cached_bytes = OrderedDict(), 0  # {index: decoded image}, least recently used first
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -322,10 +325,10 @@ class ManifestDataset(torch.utils.data.Dataset):
         same (seed, epoch, index). An augmented item's is D2C's first for its transform, or in the "both"
         style the simple template (the last) one time in n, the entry's n captions counting the template."""
         entry, rng = self.entries[index], np.random.default_rng((self.seed, self.epoch, index))
-        if self.augmentation(index) is None:
+        if (written := self.written_by_d2c(index)) is None:
             return entry["captions"][rng.integers(len(entry["captions"]))]
-        written, n = self.item_captions(index), len(entry["captions"])
-        return written[-1] if self.caption_style == "both" and rng.integers(n) == n - 1 else written[0]
+        captions, n = written[0], len(entry["captions"])
+        return captions[-1] if self.caption_style == "both" and rng.integers(n) == n - 1 else captions[0]
 
     def caption_claim(self, index):
         """The claim (d2c.captions' statements) of caption(index), or None when D2C did not write it
@@ -339,10 +342,27 @@ class ManifestDataset(torch.utils.data.Dataset):
         """The image, [C, image_size, image_size] (or its own size when image_size is None), transformed
         as augmentation(index) says."""
         entry, size = self.entries[index], self.image_size
-        image = load_sar_image(entry["image"], self.channels, max_side=self.max_side)  # bounded memory for big scenes
+        image = self.decoded(index)
         if (drawn := self.augmentation(index)) is not None:
             return augment_image(image, drawn[0], entry["width"], entry["height"], size)
         return image if size is None else squeeze_to_square(image, size)
+
+    def decoded(self, index):
+        """load_sar_image of item index's file, at max_side (bounded memory for big scenes), as a copy of
+        its decoded pixels. Decoding was a third of the loader's time and every epoch decodes the same
+        files, so the pixels are kept for the next epoch, up to CACHE_BYTES, the least recently used
+        dropped first. Not in a DataLoader worker: train.py makes its workers anew each epoch, so what
+        one kept would be gone when asked for again (a set larger than CACHE_BYTES, served in a new
+        order each epoch, also finds little kept)."""
+        if (image := self.cache.get(index)) is not None:
+            self.cache.move_to_end(index)
+            return image.clone()  # the caller may change its copy; the kept pixels stay as decoded
+        image = load_sar_image(self.entries[index]["image"], self.channels, max_side=self.max_side)
+        if torch.utils.data.get_worker_info() is None and image.nbytes <= self.CACHE_BYTES:
+            self.cache[index], self.cached_bytes = image.clone(), self.cached_bytes + image.nbytes
+            while self.cached_bytes > self.CACHE_BYTES:
+                self.cached_bytes -= self.cache.popitem(last=False)[1].nbytes
+        return image
 
     def readable(self, index):
         """(index of the image served, its image): index itself, or a stand-in when it fails to load."""

@@ -13,7 +13,7 @@ import synthetic
 from data import build_manifest
 from dataset import (ManifestDataset, augment_image, augment_record, box_inside, collate_keep_size, crop_window,
                      draw_augmentation, draw_display, NO_DISPLAY)
-from rasters import squeeze_to_square
+from rasters import load_sar_image, squeeze_to_square
 from sarclip import Tokenizer
 from test_data import caption_file, chip_folder, fake_tokenizer, gray_image, voc_object
 
@@ -238,6 +238,31 @@ def test_written_captions_are_kept_per_epoch_in_a_bounded_memo(tmp_path, monkeyp
         for i in range(6):  # scenes written anew each epoch, the chip, the csv image
             assert dataset.item_captions(i) == fresh.item_captions(i) and dataset.caption(i) == fresh.caption(i)
             assert 1 <= len(dataset.written) <= memo_size
+
+
+def test_decoded_images_are_kept_within_a_byte_budget_and_served_as_copies(tmp_path, monkeypatch):
+    manifest = augment_set(tmp_path)
+    loads = []
+    monkeypatch.setattr("dataset.load_sar_image", lambda *a, **k: loads.append(a[0]) or load_sar_image(*a, **k))
+    monkeypatch.setattr(ManifestDataset, "CACHE_BYTES", 2 * 90 * 60 * 4)  # two 90 x 60 float32 scenes
+    dataset = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3, augment=True)
+    for _ in range(2):
+        dataset.decoded(0).fill_(0.0)  # the caller's copy, decoded, then kept
+    assert dataset.decoded(0).max() == 1.0 and len(loads) == 1  # the kept pixels stay as decoded
+    dataset.decoded(1)
+    dataset.decoded(0)
+    dataset.decoded(2)  # a third scene: the least recently used, 1, goes
+    assert list(dataset.cache) == [0, 2] and dataset.cached_bytes == 2 * 90 * 60 * 4 and len(loads) == 3
+    fresh = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3, augment=True)
+    fresh.CACHE_BYTES = 0  # decodes every time
+    for dataset.epoch in range(3):  # served from kept pixels, items are what a fresh decode gives
+        fresh.set_epoch(dataset.epoch)
+        assert all(torch.equal(dataset[i][0], fresh[i][0]) for i in (0, 2))
+    assert not fresh.cache and len(loads) == 3 + 6
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: "a DataLoader worker")
+    worker = ManifestDataset(manifest, fake_tokenizer, None, split=None)
+    worker.decoded(0)
+    assert not worker.cache  # a worker is made anew each epoch: it keeps nothing
 
 
 def test_both_styles_add_the_simple_template_as_one_more_caption(tmp_path):
