@@ -302,7 +302,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         fits = getattr(self.tokenizer, "fits", None)  # a sarclip.Tokenizer says which captions it reads whole
         # Only what can be served is written: D2C's first caption for this seed (the first of five too),
         # and in the "both" style the template. Writing all n took half the loader's time (a tokenizer
-        # fit check per try: 299 ms a batch of 64 on 2 cores now, 574 before), and the batch's positives
+        # fit check per try: 574 ms a batch of 64 on 2 cores, 299 without), and the batch's positives
         # need no more: another image's caption is checked against this one's true statements (its
         # claim, d2c.claim_holds).
         pairs = d2c.captions(record, n=1, seed=seed, simple=self.caption_style == "simple", claims=True, fits=fits)
