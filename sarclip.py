@@ -39,8 +39,9 @@ class CLIPConfig:
 
 # A size is one dict entry. b32/b16/l14 are OpenAI's ViT-B/32, ViT-B/16 and ViT-L/14 (RGB, so their
 # checkpoints load as they are); tiny trains on a 2-core CPU and reads single-channel 64-px SAR. Its
-# text tower has two layers: D2C's templated captions need no more (four scored no better over three
-# seeds, docs/experiments.md), and a step is 4-19% faster. A checkpoint carries its own config.
+# text tower has two layers, not four: over three seeds it held the real recipe and the default's
+# retrieval and counting (synthetic zero-shot fell; docs/experiments.md), and a step is 4-19% faster.
+# A checkpoint carries its own config.
 SIZES = {
     "tiny": dict(embed_dim=128, image_size=64, patch_size=8, in_channels=1, vision_width=192,
                  vision_layers=6, vision_heads=3, context_length=32, vocab_size=4096,
