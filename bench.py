@@ -118,7 +118,7 @@ def bench_d2c(n_records=2000):
 
 # The shared real SAR sets (../shared/sar), as data.build_manifest reads them.
 REAL_SETS = (("SSDD", "voc:{sar}/ssdd_train"),  # 3-channel gray JPEGs, 190-668 px
-             ("MSTAR scenes", "voc:{sar}/mstar_scenes:{sar}/mstar_scenes/classes.txt"),  # JPEG ~491 x 594
+             ("MSTAR scenes", "voc:{sar}/mstar_scenes:{root}/docs/classes/mstar_scenes.txt"),  # JPEG ~491 x 594
              ("HRSID", "coco:{sar}/hrsid_mini/annotations.json"))  # 800 x 800 JPEG
 
 
@@ -193,13 +193,14 @@ def bench_loading(n_images=256, sizes=(64, 128)):
     manifests = [("synthetic", synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)["scenes"], "train")]
     captions = [c for e in data.read_manifest(manifests[0][1]) for c in e["captions"]]
     tokenizer = Tokenizer.train(captions, SIZES["tiny"]["vocab_size"], SIZES["tiny"]["context_length"])
-    sar = Path(__file__).resolve().parent.parent / "shared" / "sar"
+    root = Path(__file__).resolve().parent
+    sar = root.parent / "shared" / "sar"
     if not sar.is_dir():
         print(f"loading     real SAR: skipped, no {sar}")
     with tempfile.TemporaryDirectory() as folder:
         for name, source in REAL_SETS if sar.is_dir() else ():
             path = Path(folder) / f"{name.replace(' ', '_')}.jsonl"
-            data.build_manifest([source.format(sar=sar)], path, verbose=False)
+            data.build_manifest([source.format(sar=sar, root=root)], path, verbose=False)
             manifests.append((name, path, None))
         loading_table(manifests, tokenizer, n_images, sizes)
 

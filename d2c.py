@@ -493,8 +493,8 @@ if __name__ == "__main__":
                            {"category": "ship", "box": [500, 98, 545, 110], "near_coast": True},
                            {"category": "aircraft", "box": [380, 600, 420, 640]}]}
     mstar = {"width": 491, "height": 594,
-             "objects": [{"category": "BRDM2", "box": [15, 354, 108, 448]},
-                         {"category": "ZIL131", "box": [396, 526, 491, 600]}]}
+             "objects": [{"category": "BMP2", "box": [15, 354, 108, 448]},
+                         {"category": "T72", "box": [396, 526, 491, 600]}]}
     open_sea = {"width": 800, "height": 800, "scene": "offshore", "objects": []}
     for example in (harbour, mstar, open_sea):
         for caption in captions(example, n=5):

@@ -11,7 +11,7 @@ words of a zero-shot prompt) and captioned image sets (a csv file of image paths
 as they are). The embedded synthetic default set lives in synthetic.py.
 
     python data.py build --source HRSID=coco:HRSID/annotations/train2017.json \\
-                         --source voc:mstar_scenes:mstar_scenes/classes.txt \\
+                         --source voc:mstar_scenes:docs/classes/mstar_scenes.txt \\
                          --source chips:mstar_chips_17deg:mstar_names.txt \\
                          --source SARCAP=csv:SARCAP/train.csv --out mmsar.jsonl
     python data.py sarcount --manifest mmsar.jsonl --out sarcount.jsonl
@@ -19,8 +19,8 @@ as they are). The embedded synthetic default set lives in synthetic.py.
 A manifest is JSON Lines, one image per line (the keys after "source_named" only when they apply):
 
     {"image": "JPEGImages/000001.jpg", "width": 491, "height": 594, "source": "mstar_scenes",
-     "counts": {"BRDM2": 1, "ZIL131": 1}, "boxes": [[15, 354, 108, 448, "BRDM2"], ...],
-     "captions": ["a SAR image of a BRDM2 and a ZIL131.", ...], "split": "train", "source_named": false,
+     "counts": {"BMP2": 1, "T72": 1}, "boxes": [[15, 354, 108, 448, "BMP2"], ...],
+     "captions": ["a SAR image of a BMP2 and a T72.", ...], "split": "train", "source_named": false,
      "pixel_spacing": 2.0, "scene": "inshore", "near_coast": [false, true]}
 
 - source: the set's label (the NAME given in "NAME=KIND:PATH", else its folder's name), for reports.
