@@ -5,10 +5,13 @@ Numbers depend on the machine; the README records what they were on a 2-core CPU
 """
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from sarclip import CLIP, SIZES, CLIPConfig, clip_loss
+
+ROOT = Path(__file__).resolve().parent  # the project folder: subprocess cells, docs and runs are found from it
 
 
 def timed(step, warmup=3, repeats=10):
@@ -143,7 +146,6 @@ def loading_rate(dataset, n_images, n_workers):
     training run's second epoch on: the files are read once first, so that the page cache, not the disk,
     serves them, and with 0 workers the training process has kept their decoded pixels
     (ManifestDataset.decoded, up to CACHE_BYTES); a worker process, made anew each epoch, keeps none."""
-    from pathlib import Path
     items = Epochs(dataset, n_images)
     for i in range(min(n_images, len(dataset))):
         if n_workers == 0:
@@ -185,7 +187,6 @@ def bench_loading(n_images=256, sizes=(64, 128)):
     box-aware augmentation on), where each batch is loaded in the training process between steps.
     """
     import tempfile
-    from pathlib import Path
 
     import data
     import synthetic
@@ -193,14 +194,13 @@ def bench_loading(n_images=256, sizes=(64, 128)):
     manifests = [("synthetic", synthetic.make_synthetic(synthetic.DEFAULT_SYNTHETIC)["scenes"], "train")]
     captions = [c for e in data.read_manifest(manifests[0][1]) for c in e["captions"]]
     tokenizer = Tokenizer.train(captions, SIZES["tiny"]["vocab_size"], SIZES["tiny"]["context_length"])
-    root = Path(__file__).resolve().parent
-    sar = root.parent / "shared" / "sar"
+    sar = ROOT.parent / "shared" / "sar"
     if not sar.is_dir():
         print(f"loading     real SAR: skipped, no {sar}")
     with tempfile.TemporaryDirectory() as folder:
         for name, source in REAL_SETS if sar.is_dir() else ():
             path = Path(folder) / f"{name.replace(' ', '_')}.jsonl"
-            data.build_manifest([source.format(sar=sar, root=root)], path, verbose=False)
+            data.build_manifest([source.format(sar=sar, root=ROOT)], path, verbose=False)
             manifests.append((name, path, None))
         loading_table(manifests, tokenizer, n_images, sizes)
 
@@ -213,7 +213,6 @@ def bench_eval(checkpoint=None):
     """
     import tempfile
     from dataclasses import asdict
-    from pathlib import Path
 
     import data
     import eval as evaluation
@@ -253,7 +252,6 @@ MAX_FULL_RES_TOKENS = 16384  # 1024 px at patch 8: past this the full-resolution
 def resident_kb(field):
     """VmRSS (resident now) or VmHWM (peak resident) of this process, in kB, from /proc (Linux)."""
     import re
-    from pathlib import Path
     return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
 
 
@@ -266,7 +264,6 @@ def anyreader_cell(method, side, max_tiles=4):
     best of later calls (the fastest run is the least disturbed by whatever else the machine is doing).
     """
     import json
-    from pathlib import Path
 
     import torch.nn.functional as F
 
@@ -298,13 +295,11 @@ def bench_anyreader(sides=ANYREADER_SIDES, plot="docs/anyreader_cost.png"):
     """Time and peak memory to embed one image, 224 to 8192 px a side: plain resize, AnyReader, full-res ViT."""
     import json
     import subprocess
-    from pathlib import Path
-    root = Path(__file__).resolve().parent
     cells = {}
     for side in sides:
         for method in ANYREADER_METHODS:
             code = f"import bench; bench.anyreader_cell({method!r}, {side})"
-            out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
             cells[method, side] = json.loads(out.stdout.splitlines()[-1])
     print(f"anyreader  tiny preset (64 px native, patch 8), AnyReader max_tiles=4, one 1-channel image, "
           f"{torch.get_num_threads()} threads; peak MB above the loaded model and image\n")
@@ -315,7 +310,7 @@ def bench_anyreader(sides=ANYREADER_SIDES, plot="docs/anyreader_cost.png"):
                      else f"{full['ms']:,.0f} ms, {full['mb']:,.0f} MB ({full['tokens']:,} tokens)")
         print(f"| {side} | {plain['ms']:,.1f} ms, {plain['mb']:,.0f} MB | {reader['ms']:,.1f} ms, "
               f"{reader['mb']:,.0f} MB ({reader['grid']} grid) | {full_text} |")
-    plot_anyreader_cost(cells, sides, root / plot)
+    plot_anyreader_cost(cells, sides, ROOT / plot)
 
 
 def plot_anyreader_cost(cells, sides, path):
@@ -359,7 +354,6 @@ def scene_tiff(side, tiled=True):
     uncompressed strips of 256 rows, which the reader reads a strip at a time. tifffile writes from an iterator of
     tiles, or of raw strip bytes, one at a time."""
     import tempfile
-    from pathlib import Path
 
     import tifffile
     path = Path(tempfile.gettempdir()) / "sarclip_bench_tiff" / f"{side}_{'tiled_zlib' if tiled else 'strips_raw'}.tif"
@@ -388,7 +382,6 @@ def tiff_cell(path, max_side=896):
     peak). A fresh process per file keeps one load's freed memory from hiding the next one's growth.
     """
     import json
-    from pathlib import Path
 
     import rasters
     rasters.load_sar_image(scene_tiff(256), max_side=64)
@@ -406,8 +399,6 @@ def bench_tiff(sides=TIFF_SIDES):
     memory flat whatever the file size. Files come from the page cache (just written or read before)."""
     import json
     import subprocess
-    from pathlib import Path
-    root = Path(__file__).resolve().parent
     scene_tiff(256)  # the warm-up file every cell loads first
     files = [(side, tiled, scene_tiff(side, tiled)) for side, tiled in [(s, True) for s in sides] + [(8192, False)]]
     print("tiff        rasters.load_sar_image(path, max_side=896), one load per fresh process; "
@@ -415,7 +406,7 @@ def bench_tiff(sides=TIFF_SIDES):
     print("| TIFF | side (px) | megapixels | file MB (raw MB) | load s | peak MB | output |\n" + "|---" * 7 + "|")
     for side, tiled, path in files:
         code = f"import bench; bench.tiff_cell({str(path)!r})"
-        out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
         cell = json.loads(out.stdout.splitlines()[-1])
         layout = "256x256 tiles, deflate" if tiled else "strips, uncompressed"
         print(f"| {layout} | {side} | {side * side / 1e6:,.0f} | {path.stat().st_size / 1e6:,.0f} "
@@ -550,13 +541,11 @@ def bench_ablations(steps=600, out="out/ablations", docs="docs"):
     import contextlib
     import io
     import json
-    from pathlib import Path
 
     import train
-    root = Path(__file__).resolve().parent
     rows = []
     for name, variant, flags in ABLATIONS:
-        folder = root / out / name
+        folder = ROOT / out / name
         try:  # what train.py will run with, its defaults included, to compare with a finished run's
             with contextlib.redirect_stderr(io.StringIO()) as complaint:
                 settings = vars(train.parse_args(train_arguments(folder, steps, flags)))
@@ -567,7 +556,7 @@ def bench_ablations(steps=600, out="out/ablations", docs="docs"):
             print(f"ablations   {variant}: reusing the finished run in {folder}")
         else:
             print(f"ablations   {variant}: {steps} steps in {folder} ...", flush=True)
-            record = ablation_run(folder, steps, flags, root)
+            record = ablation_run(folder, steps, flags, ROOT)
         report = json.loads((folder / "eval.json").read_text())
         rows.append((variant, flags, record["train_minutes"], report))
         print(f"ablations   {variant}: trained in {record['train_minutes']:.1f} min, "
@@ -582,7 +571,7 @@ def bench_ablations(steps=600, out="out/ablations", docs="docs"):
             f"torch {torch.__version__}. Percentages but counting MAE (objects); 16-shot is the mean over "
             f"eval.py's draws.\n\n{ablation_table(rows)}\n\n{chance}\n")
     print("\n" + text)
-    docs = root / docs
+    docs = ROOT / docs
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "ablations.md").write_text(text)
     plot_ablations(rows, docs / "ablations.png", steps)
