@@ -54,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--dedup-targets", action=argparse.BooleanOptionalAction, default=True,
                    help="a caption also true of another image in the batch is a positive for it too")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                   help="box-aware flips, turns and crops of scenes (chips keep their geometry), each caption "
+                   help="box-aware flips, turns and crops of scenes (chips: small crops only), each caption "
                         "rewritten by D2C to stay true")
     p.add_argument("--display-augment", action="store_true",
                    help="with --augment, show half the images with a random display gamma and gain: a model for "

@@ -130,14 +130,23 @@ def test_pixels_and_boxes_move_together(flip_x, flip_y, turns):
     assert torch.allclose(resized_first, resized_last, atol=1e-5)  # the same picture, made faster
 
 
-def test_chips_keep_their_geometry():
-    entry = scene_entry([[16, 16, 48, 48]], width=64, height=64, chip=True)
-    rng = np.random.default_rng(1)
-    for _ in range(100):  # a scene's draws would flip, turn and crop it
-        params = draw_augmentation(rng, 64, 64, [[16, 16, 48, 48]], chip=True)
-        assert params == {"flip_x": False, "flip_y": False, "turns": 0, "crop": None}  # the shadow stays put
+def test_chips_keep_their_geometry_and_move_their_target_a_little():
+    entry = scene_entry([[32, 32, 96, 96]], width=128, height=128, chip=True)  # chips.chip_object's middle half
+    rng, crops = np.random.default_rng(1), 0
+    for _ in range(200):  # a scene's draws would flip and turn it
+        params = draw_augmentation(rng, 128, 128, [[32, 32, 96, 96]], chip=True)
+        assert (params["flip_x"], params["flip_y"], params["turns"]) == (False, False, 0)  # the shadow stays put
         [obj] = augment_record(entry, params)["objects"]
-        assert obj == {"category": "ship", "box": [16, 16, 48, 48], "size_known": False}  # still centred
+        if params["crop"] is None:
+            assert obj["box"] == [32, 32, 96, 96]
+            continue
+        crops += 1
+        x0, y0, x1, y1 = params["crop"]
+        assert 96 <= x1 - x0 <= 128 and 96 <= y1 - y0 <= 128  # CHIP_CROP_SIDE: at most 4/3 as large
+        assert 0 <= x0 <= 32 <= 96 <= x1 <= 128 and 0 <= y0 <= 32 <= 96 <= y1 <= 128  # the middle half kept whole
+        assert obj["box"] == [32 - x0, 32 - y0, 96 - x0, 96 - y0] and obj["size_known"] is False
+        assert abs((x0 + x1) / 2 - 64) <= 16 and abs((y0 + y1) / 2 - 64) <= 16  # off centre by 1/8 of the side at most
+    assert 80 < crops < 120  # AUGMENT_ODDS["crop"], as scenes
 
 
 def test_a_new_display_keeps_the_boxes_the_caption_and_what_is_brighter():
@@ -189,7 +198,7 @@ def test_augmented_items_are_deterministic_and_their_captions_true(tmp_path):
     manifest = augment_set(tmp_path)
     dataset = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3, augment=True)
     plain = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3)
-    moved = 0
+    moved = chips_cropped = 0
     for dataset.epoch in range(8):
         again = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3, augment=True)
         again.set_epoch(dataset.epoch)
@@ -202,11 +211,14 @@ def test_augmented_items_are_deterministic_and_their_captions_true(tmp_path):
             assert int((image > 0.5).sum()) == 100 * counts["ship"]  # one 10 x 10 bright square per ship
             moved += not torch.equal(image, plain[i][0])
         chip_image, _ = dataset[4]
-        assert chip_image.equal(plain[4][0]) and dataset.item_counts(4) == {"T72": 1}  # as stored, every epoch
-        assert dataset.augmentation(4)[0] == NO_CHANGE  # its geometry kept; its captions are written anew
+        params = dataset.augmentation(4)[0]  # its geometry kept, a small crop at most; its captions written anew
+        assert (params["flip_x"], params["flip_y"], params["turns"]) == (False, False, 0)
+        x0, y0, x1, y1 = params["crop"] or (0, 0, plain[4][0].shape[-1], plain[4][0].shape[-2])
+        assert chip_image.equal(plain[4][0][:, y0:y1, x0:x1]) and dataset.item_counts(4) == {"T72": 1}
+        chips_cropped += params["crop"] is not None
         assert dataset[5][0].equal(plain[5][0]) and dataset.caption(5) == "a ship in the upper-left"  # csv: as it is
         assert dataset.item_captions(5) == ["a ship in the upper-left"]
-    assert moved > 20  # of 32 scene items, most were flipped, turned or cropped
+    assert moved > 20 and 0 < chips_cropped < 8  # of 32 scene items, most were flipped, turned or cropped
 
 
 def test_display_augment_changes_only_the_display(tmp_path):
