@@ -26,7 +26,7 @@ from rasters import SARDataError, load_sar_image, redisplay, squeeze_to_square
 
 AUGMENT_ODDS = {"flip_x": 0.5, "flip_y": 0.5, "crop": 0.5, "display": 0.5}  # how often each transform is drawn
 CROP_SIDE = (0.5, 1.0)  # a crop window's width and height, as fractions of the image's, drawn uniformly
-CHIP_CROP_SIDE = (0.75, 1.0)  # the same for a chip: its target up to 1/8 of the side off centre, 4/3 as large
+CHIP_CROP_SIDE = (0.75, 1.0)  # the same for a chip: its target up to 1/8 of its side off centre, 4/3 as large
 CROP_TRIES = 10         # crop windows drawn before giving up on a crop (each must cut no box)
 CROP_MARGIN = 0.02      # a box left out must lie this far (a fraction of the image's longer side) off the window
 AUGMENT_STREAM = 7919   # a 4th seed word of its own: the augmentation's numbers are not the stand-ins'
@@ -106,7 +106,7 @@ def draw_augmentation(rng, width, height, boxes, chip=False):
     ever falls in the set, and spends the model's capacity on it: with chips kept as they are, the
     recipe's held-out MSTAR chips went from 94-96% to 99% zero-shot (README: Train on real SAR). A chip
     is cropped, at the scenes' odds, by a window CHIP_CROP_SIDE of its side that keeps its middle half
-    (chips.chip_object's box) whole: the target off centre by up to 1/8 of the side and up to 4/3 as
+    (chips.chip_object's box) whole: the target off centre by up to 1/8 of the chip's side and up to 4/3 as
     large. Why: a target in a detector's crop or in another release's chips need not sit where this
     set's chipping put it, and a model shown every chip centred exactly as its test chips are learns
     that alignment: the recipe without chip crops classified held-out MSTAR chips 99.8% zero-shot as
