@@ -59,7 +59,7 @@ SIZES = {
 # tiny16 is tiny cut into 16-px patches: 16 tokens a 64-px image instead of 64, so a training step costs
 # under half (2.1x the images/s on a 2-core CPU) and the real recipe trains 2,100 steps in tiny's time
 # for 1,000. On real SAR the steps win over the finer patches (SSDD retrieval 19.7 against 15.6 over
-# three seeds; docs/experiments.md); the synthetic default keeps tiny.
+# three seeds, measured before chips were cropped; docs/experiments.md); the synthetic default keeps tiny.
 SIZES["tiny16"] = {**SIZES["tiny"], "patch_size": 16}
 
 
