@@ -208,7 +208,7 @@ def bench_loading(n_images=256, sizes=(64, 128)):
 
 
 def bench_eval(checkpoint=None):
-    """Feature extraction images/s and the wall time of all five evaluations (+ the untrained and pixels baselines).
+    """Feature extraction images/s and the wall time of all five evaluations (+ the untrained, pixels and CFAR baselines).
 
     Uses `--checkpoint` out/ckpt.pt from `python train.py --size tiny` when it exists, else a fresh tiny model
     saved the way train.py saves one (the timing does not depend on what the weights learned).
@@ -242,7 +242,7 @@ def bench_eval(checkpoint=None):
     print(f"eval        features: {256 / (time.perf_counter() - start):,.0f} images/s (tiny, 64 px, batch 64)")
     start = time.perf_counter()
     evaluation.main(["--checkpoint", str(checkpoint), "--out", str(folder / "eval")])
-    print(f"eval        five tasks + untrained and pixels baselines on the synthetic set: {time.perf_counter() - start:.1f} s")
+    print(f"eval        five tasks + untrained, pixels and CFAR baselines on the synthetic set: {time.perf_counter() - start:.1f} s")
 
 
 # AnyReader's cost: one square image per side, each measurement in a fresh process (see anyreader_cell).

@@ -5,7 +5,8 @@
 3. few-shot classification   k = 1..16 images per class, logistic regression on frozen features
 4. linear probing            logistic regression on all training features, weight decay from validation
 5. object counting           SARCount: "a SAR image of {n} ships" for n = 1..10, the model picks n;
-                             per true count, beside a uniform guess and the best constant count
+                             per true count, beside a uniform guess, the best constant count and
+                             a classical CFAR detector (cfar.py) fitted on the training images
 
     python eval.py --checkpoint out/ckpt.pt           # all five, on the held-out part of the run's data
     python eval.py --checkpoint out/ckpt.pt --chips-train mstar/17deg --chips-test mstar/15deg \
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import cfar
 import d2c
 import data
 import rasters
@@ -301,6 +303,11 @@ def prepare_sets(args, info):
         counting_manifests = args.counting or ([synthetic_set["count"]] if synthetic_set else manifests)
         sets["counting"], sets["counting_left_out"] = data.sarcount_split(held_out_entries(counting_manifests),
                                                                          max(COUNTS))
+        # The CFAR baseline is fitted on training images: the counting manifests', else those of the data
+        # (the synthetic count set is all test; its scenes' train split holds images of 1-10 targets too).
+        train = [row for path in counting_manifests for row in data.read_manifest(path) if row["split"] == "train"]
+        train = train or [row for path in manifests for row in data.read_manifest(path) if row["split"] == "train"]
+        sets["counting_train"] = data.sarcount_split(train, max(COUNTS))[0]
     if tasks & {"zero-shot", "few-shot", "linear-probe"}:
         sets["chips"] = chip_sets(args, manifests, synthetic_set)
     return sets
@@ -456,10 +463,11 @@ def parse_args(argv=None):
     p.add_argument("--class-names", help="lines 'folder phrase' naming each class for the prompts")
     p.add_argument("--max-per-class", type=int, help="use at most this many chips per class and split")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    p.add_argument("--baselines", nargs="*", default=["untrained", "init", "pixels"],
-                   choices=["untrained", "init", "pixels"],
+    p.add_argument("--baselines", nargs="*", default=["untrained", "init", "pixels", "cfar"],
+                   choices=["untrained", "init", "pixels", "cfar"],
                    help="models beside the checkpoint ('init' only when train.py started from CLIP; 'pixels', "
-                   "the chips' own pixels, for few-shot and linear probe); none: --baselines with no names")
+                   "the chips' own pixels, for few-shot and linear probe; 'cfar', a CFAR detector fitted on the "
+                   "counting manifests' train split, for counting); none: --baselines with no names")
     p.add_argument("--init", help="the starting CLIP checkpoint, if it moved since training")
     p.add_argument("--out", help="folder for eval.json and the PNGs (default: beside the checkpoint, in "
                                  "display_GAMMA_GAIN/ or display_db/ there with --display)")
@@ -525,6 +533,12 @@ def main(argv=None):
     if "pixels" in args.baselines and {"few-shot", "linear-probe"} & set(args.tasks):
         side = min(model.cfg.image_size, PIXEL_SIDE)
         results["pixels"] = pixel_baseline(sets["chips"], args.tasks, side, args.display)
+    if "cfar" in args.baselines and sets.get("counting"):
+        if sets["counting_train"]:
+            results["cfar"] = {"counting": cfar.baseline(sets["counting_train"], sets["counting"], args.display)}
+        else:
+            print("cfar: skipped, neither the counting manifests nor the data have a train split to fit it on",
+                  file=sys.stderr)
     seconds = time.perf_counter() - started
     baselines = {name: result for name, result in results.items() if name != "checkpoint"}
     report = {**results["checkpoint"], "baselines": baselines, "checkpoint": str(args.checkpoint),

@@ -85,8 +85,16 @@ def test_all_five_tasks_end_to_end(run, synthetic, tmp_path, capsys):
     written = json.loads((out / "eval.json").read_text())
     assert written["few_shot"] == report["few_shot"]
     assert (out / "zero_shot_confusion.png").is_file() and (out / "few_shot.png").is_file()
-    assert set(written["baselines"]) == {"untrained", "init", "pixels"}
+    assert set(written["baselines"]) == {"untrained", "init", "pixels", "cfar"}
     assert set(written["baselines"]["pixels"]) == {"few_shot", "linear_probe"}  # the chips' pixels: probes only
+    # The CFAR detector counts only; the synthetic count set is all test, so it was fitted on the scenes'
+    # training images of 1-10 targets of one category.
+    counted = written["baselines"]["cfar"]["counting"]
+    assert set(written["baselines"]["cfar"]) == {"counting"} and counted["images"] == written["counting"]["images"]
+    fit_on = data.sarcount_split([e for e in data.read_manifest(synthetic["scenes"]) if e["split"] == "train"])[0]
+    assert 0 < counted["fitted_on"] == len(fit_on) and set(counted["setting"]) == {"window", "guard", "k", "min_area"}
+    assert counted["accuracy"] == pytest.approx(100 * sum(p["predicted"] == p["true"] for p in counted["predictions"])
+                                                / counted["images"])
     for results in (written, written["baselines"]["untrained"], written["baselines"]["init"]):
         for block, keys in EVAL_KEYS.items():
             assert keys <= set(results[block]), block
@@ -98,6 +106,13 @@ def test_all_five_tasks_end_to_end(run, synthetic, tmp_path, capsys):
     assert written["zero_shot"]["chance"] == pytest.approx(100 / 6)  # six chip classes
     assert written["counting"]["chance"] == pytest.approx(10)
     assert "counting by true count" in capsys.readouterr().out
+
+
+def test_cfar_needs_training_images(run, synthetic, tmp_path, capsys):
+    # The count set alone is all test: no image to fit the detector's setting on, so it is skipped, said so.
+    report = evaluation.main(["--checkpoint", str(run), "--data", str(synthetic["count"]), "--tasks", "counting",
+                              "--baselines", "cfar", "--out", str(tmp_path)])
+    assert report["baselines"] == {} and "cfar: skipped" in capsys.readouterr().err
 
 
 def test_counting_keeps_every_prediction(run, synthetic, tmp_path):
