@@ -49,11 +49,12 @@ def contrast(image, window, guard):
     return (image - mean) / std
 
 
-def blob_areas(detections):
-    """[H, W] bool -> the pixel areas of its 8-connected blobs after a 3 x 3 opening, as an array."""
+def blobs(detections):
+    """[H, W] bool -> (labels [H, W] int, 0 where nothing, 1..n a blob; areas [n] in pixels): the
+    8-connected blobs of the detections after a 3 x 3 opening."""
     opened = ndimage.binary_opening(detections, structure=np.ones((3, 3), bool))
     labels, n = ndimage.label(opened, structure=np.ones((3, 3), bool))
-    return np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    return labels, np.bincount(labels.ravel(), minlength=n + 1)[1:]
 
 
 def answer(areas, min_area, answers=ANSWERS):
@@ -63,7 +64,7 @@ def answer(areas, min_area, answers=ANSWERS):
 
 def count(image, window, guard, k, min_area, answers=ANSWERS):
     """The number of targets CFAR finds in an [H, W] image in [0, 1], within answers."""
-    return answer(blob_areas(contrast(image, window, guard) > k), min_area, answers)
+    return answer(blobs(contrast(image, window, guard) > k)[1], min_area, answers)
 
 
 def grid_counts(image, answers=ANSWERS):
@@ -72,7 +73,7 @@ def grid_counts(image, answers=ANSWERS):
     for window, guard in WINDOWS:
         z = contrast(image, window, guard)
         for k in THRESHOLDS:
-            areas = blob_areas(z > k)
+            _, areas = blobs(z > k)
             for min_area in MIN_AREAS:
                 out[window, guard, k, min_area] = answer(areas, min_area, answers)
     return out
