@@ -15,7 +15,7 @@ The detections are cleaned with a 3 x 3 opening (one speckle pixel is no target)
 8-connected blobs, and blobs of at least `min_area` pixels are counted.
 
 Nothing here is learned but four numbers (the two windows, k, the smallest blob), which `fit` picks
-from a small grid on training images, as a linear probe picks its weight decay. Image processing is
+from a small grid on training images of each category, as a linear probe picks its weight decay. Image processing is
 scipy's (ndimage), not ours.
 """
 import itertools
@@ -32,7 +32,8 @@ THRESHOLDS = (3.0, 4.0, 5.0, 6.0)  # k: clutter standard deviations above the cl
 MIN_AREAS = (8, 20, 40, 80)  # pixels: smaller blobs are speckle or sidelobes
 MAX_SIDE = 1024  # images are read at up to this side: native resolution for SSDD and HRSID tiles
 ANSWERS = (COUNTS[0], COUNTS[-1])  # SARCount's 1-10: like the model's prompts, the detector answers within them
-FIT_IMAGES = 300  # training images the setting is picked on, evenly spaced through the split (15 s on SSDD)
+FIT_IMAGES = 300  # training images a setting is picked on, evenly spaced through the split (15-20 s on SSDD)
+NOISE_FLOOR = 1 / 255  # the clutter's std is taken as at least one 8-bit grey level: flat black is no clutter
 
 
 def contrast(image, window, guard):
@@ -45,7 +46,7 @@ def contrast(image, window, guard):
         return (ndimage.uniform_filter(values, window, mode="reflect") * outer
                 - ndimage.uniform_filter(values, guard, mode="reflect") * inner) / (outer - inner)
     mean = ring_mean(image)
-    std = np.sqrt(np.maximum(ring_mean(image * image) - mean * mean, 1e-12))  # flat clutter: no division by 0
+    std = np.maximum(np.sqrt(np.maximum(ring_mean(image * image) - mean * mean, 0)), NOISE_FLOOR)
     return (image - mean) / std
 
 
@@ -81,10 +82,14 @@ def grid_counts(image, answers=ANSWERS):
 
 def fit(images, true_counts, answers=ANSWERS):
     """The grid's setting {"window", "guard", "k", "min_area"} that counts the most training images right
-    (ties: the smaller mean absolute error, then the first in grid order). images: [H, W] arrays."""
-    if not images:
-        raise ValueError("cfar.fit: no training images to pick the detector's setting on")
+    (ties: the smaller mean absolute error, then the first in grid order). images: [H, W] arrays, any
+    iterable (each is counted on the whole grid as it comes, so a generator holds one image at a time);
+    true_counts: one per image."""
     found = [grid_counts(image, answers) for image in images]
+    if not found:
+        raise ValueError("cfar.fit: no training images to pick the detector's setting on")
+    if len(found) != len(true_counts):
+        raise ValueError(f"cfar.fit: {len(found)} training images for {len(true_counts)} true counts")
     settings = [(*w, k, a) for w, k, a in itertools.product(WINDOWS, THRESHOLDS, MIN_AREAS)]
 
     def score(setting):
@@ -94,7 +99,6 @@ def fit(images, true_counts, answers=ANSWERS):
     return dict(zip(("window", "guard", "k", "min_area"), best))
 
 
-
 def read(entry, display=None):
     """A manifest entry's image as CFAR reads it: [H, W] float array in [0, 1], at up to MAX_SIDE a side,
     shown with display=(gamma, gain, db) as eval.py shows it to the model."""
@@ -102,16 +106,37 @@ def read(entry, display=None):
     return (rasters.redisplay(image, *display) if display else image)[0].numpy()
 
 
+def evenly(entries, n=FIT_IMAGES):
+    """At most n of the entries, spread evenly from the first to the last (all of them when fewer)."""
+    if len(entries) <= n:
+        return entries
+    return [entries[i] for i in np.linspace(0, len(entries) - 1, n).round().astype(int)]
+
+
+def category_of(entry):
+    """The one category of a SARCount entry: {"counts": {"ship": 3}} -> "ship"."""
+    return next(iter(entry["counts"]))
+
+
 def baseline(train_entries, test_entries, display=None):
-    """SARCount's CFAR baseline: the setting fitted on (up to FIT_IMAGES of) the training entries, then
-    each test entry counted. Entries: SARCount's (1-10 targets of one category, data.sarcount_split).
-    Returns metrics.counting_metrics' scores, "predictions" as eval.counting's, "setting" and
-    "fitted_on" (how many training images it was picked on)."""
-    fit_entries = train_entries[::max(1, len(train_entries) // FIT_IMAGES)][:FIT_IMAGES]
-    setting = fit([read(e, display) for e in fit_entries], [sum(e["counts"].values()) for e in fit_entries])
+    """SARCount's CFAR baseline: a setting for each category, fitted on (up to FIT_IMAGES of) its training
+    entries, or on all of them pooled for a category with none (the model's prompts name the category
+    too); then each test entry counted. Entries: SARCount's (1-10 targets of one category,
+    data.sarcount_split). Returns metrics.counting_metrics' scores, "predictions" as eval.counting's,
+    "settings" ({category or "all": setting}) and "fitted_on" (training images for each setting)."""
+    if not train_entries:
+        raise ValueError("cfar.baseline: no training images to fit the detector on")
+    categories = sorted({category_of(e) for e in test_entries})
+    fit_sets = {c: evenly([e for e in train_entries if category_of(e) == c]) for c in categories}
+    if not all(fit_sets.values()):
+        fit_sets["all"] = evenly(train_entries)  # for the categories with no training image of their own
+    fit_sets = {c: entries for c, entries in fit_sets.items() if entries}
+    settings = {c: fit((read(e, display) for e in entries), [sum(e["counts"].values()) for e in entries])
+                for c, entries in fit_sets.items()}
     true = torch.tensor([sum(e["counts"].values()) for e in test_entries])
-    predicted = torch.tensor([count(read(e, display), **setting) for e in test_entries])
-    predictions = [{"image": str(e["image"]), "category": next(iter(e["counts"])), "true": t, "predicted": p}
+    predicted = torch.tensor([count(read(e, display), **settings.get(category_of(e), settings.get("all")))
+                              for e in test_entries])
+    predictions = [{"image": str(e["image"]), "category": category_of(e), "true": t, "predicted": p}
                    for e, t, p in zip(test_entries, true.tolist(), predicted.tolist())]
-    return {**counting_metrics(predicted, true), "predictions": predictions, "setting": setting,
-            "fitted_on": len(fit_entries)}
+    return {**counting_metrics(predicted, true), "predictions": predictions, "settings": settings,
+            "fitted_on": {c: len(entries) for c, entries in fit_sets.items()}}

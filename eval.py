@@ -268,6 +268,11 @@ def manifest_chips(train_entries, test_entries):
     return (*chips(train_entries), *chips(test_entries), classes)
 
 
+def train_entries(manifests):
+    """Every manifest's train split."""
+    return [row for path in manifests for row in data.read_manifest(path) if row["split"] == "train"]
+
+
 def held_out_entries(manifests):
     """Every manifest's test split, or its val split when it has no test split."""
     entries = []
@@ -304,10 +309,12 @@ def prepare_sets(args, info):
         sets["counting"], sets["counting_left_out"] = data.sarcount_split(held_out_entries(counting_manifests),
                                                                          max(COUNTS))
         # The CFAR baseline is fitted on training images: the counting manifests', else those of the data
-        # (the synthetic count set is all test; its scenes' train split holds images of 1-10 targets too).
-        train = [row for path in counting_manifests for row in data.read_manifest(path) if row["split"] == "train"]
-        train = train or [row for path in manifests for row in data.read_manifest(path) if row["split"] == "train"]
-        sets["counting_train"] = data.sarcount_split(train, max(COUNTS))[0]
+        # (the synthetic count set is all test; its scenes' train split holds images of 1-10 targets too),
+        # never on an image it is tested on (a count set built with --split test over training scenes).
+        tested = {str(entry["image"]) for entry in sets["counting"]}
+        sets["counting_train"] = [entry for entry in (data.sarcount_split(train_entries(counting_manifests))[0]
+                                                      or data.sarcount_split(train_entries(manifests))[0])
+                                  if str(entry["image"]) not in tested]
     if tasks & {"zero-shot", "few-shot", "linear-probe"}:
         sets["chips"] = chip_sets(args, manifests, synthetic_set)
     return sets
@@ -320,8 +327,7 @@ def chip_sets(args, manifests, synthetic_set):
     elif synthetic_set:
         chips = folder_chips(synthetic_set["chips"], class_names_file=args.class_names)
     else:  # target chips cut from the boxes: the train split to learn from, the held-out split to test
-        train_entries = [e for path in manifests for e in data.read_manifest(path) if e["split"] == "train"]
-        chips = manifest_chips(train_entries, held_out_entries(manifests))
+        chips = manifest_chips(train_entries(manifests), held_out_entries(manifests))
     train_items, train_labels = cap_per_class(*chips[:2], args.max_per_class)
     test_items, test_labels = cap_per_class(*chips[2:4], args.max_per_class)
     return train_items, train_labels, test_items, test_labels, chips[4]
@@ -466,8 +472,8 @@ def parse_args(argv=None):
     p.add_argument("--baselines", nargs="*", default=["untrained", "init", "pixels", "cfar"],
                    choices=["untrained", "init", "pixels", "cfar"],
                    help="models beside the checkpoint ('init' only when train.py started from CLIP; 'pixels', "
-                   "the chips' own pixels, for few-shot and linear probe; 'cfar', a CFAR detector fitted on the "
-                   "counting manifests' train split, for counting); none: --baselines with no names")
+                   "the chips' own pixels, for few-shot and linear probe; 'cfar', a CFAR detector for counting, fitted "
+                   "on the counting manifests' train split, else the data's); none: --baselines with no names")
     p.add_argument("--init", help="the starting CLIP checkpoint, if it moved since training")
     p.add_argument("--out", help="folder for eval.json and the PNGs (default: beside the checkpoint, in "
                                  "display_GAMMA_GAIN/ or display_db/ there with --display)")
@@ -537,8 +543,8 @@ def main(argv=None):
         if sets["counting_train"]:
             results["cfar"] = {"counting": cfar.baseline(sets["counting_train"], sets["counting"], args.display)}
         else:
-            print("cfar: skipped, neither the counting manifests nor the data have a train split to fit it on",
-                  file=sys.stderr)
+            print("cfar: skipped, neither the counting manifests nor the data have a train image of 1-10 targets "
+                  "of one category to fit it on", file=sys.stderr)
     seconds = time.perf_counter() - started
     baselines = {name: result for name, result in results.items() if name != "checkpoint"}
     report = {**results["checkpoint"], "baselines": baselines, "checkpoint": str(args.checkpoint),

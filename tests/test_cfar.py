@@ -38,6 +38,16 @@ def test_blobs_smaller_than_min_area_are_not_targets():
     assert cfar.count(image, window=61, guard=21, k=4.0, min_area=20) == 2
 
 
+def test_flat_black_is_no_clutter():
+    # One grey level above pure black is no target: the clutter's spread is taken as at least one level.
+    image = np.zeros((120, 120))
+    image[[20, 60, 100], [30, 70, 90]] = 1 / 255
+    assert cfar.count(image, window=41, guard=15, k=3.0, min_area=1) == 1  # none found: the smallest answer
+    image[50:58, 40:56] = 0.5
+    assert cfar.count(image, window=41, guard=15, k=3.0, min_area=20) == 1 and cfar.blobs(
+        cfar.contrast(image, 41, 15) > 3.0)[1].tolist() == [8 * 16]
+
+
 def test_contrast_is_finite_on_flat_clutter():
     image = np.full((90, 90), 0.3)
     image[45, 45] = 1.0
@@ -56,3 +66,24 @@ def test_fit_picks_a_setting_that_counts_unseen_images():
     assert [cfar.count(im, **setting) for im, _ in test] == [n for _, n in test]
     with pytest.raises(ValueError, match="no training images"):
         cfar.fit([], [])
+
+
+def test_evenly_spreads_over_the_whole_split():
+    assert cfar.evenly(list(range(5)), 10) == [0, 1, 2, 3, 4]
+    assert cfar.evenly(list(range(708)), 4) == [0, 236, 471, 707]
+
+
+def test_baseline_fits_each_category_and_pools_for_the_rest(tmp_path):
+    from PIL import Image
+
+    def entry(i, n, category):
+        path = tmp_path / f"{category}_{i}.png"
+        Image.fromarray((255 * scene(SHIPS[:n], seed=i)).astype(np.uint8)).save(path)
+        return {"image": str(path), "counts": {category: n}}
+    train = [entry(i, 1 + i % 4, "ship") for i in range(8)]
+    test = [entry(i, 1 + i % 4, "ship") for i in range(8, 12)] + [entry(12, 3, "tank")]
+    result = cfar.baseline(train, test)
+    assert result["fitted_on"] == {"ship": 8, "all": 8}  # no tank to train on: tanks get the pooled setting
+    assert [p["predicted"] for p in result["predictions"]] == [1, 2, 3, 4, 3] and result["accuracy"] == 100.0
+    with pytest.raises(ValueError, match="no training images"):
+        cfar.baseline([], test)
