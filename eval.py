@@ -312,9 +312,10 @@ def prepare_sets(args, info):
         # (the synthetic count set is all test; its scenes' train split holds images of 1-10 targets too),
         # never on an image it is tested on (a count set built with --split test over training scenes).
         tested = {str(entry["image"]) for entry in sets["counting"]}
-        sets["counting_train"] = [entry for entry in (data.sarcount_split(train_entries(counting_manifests))[0]
-                                                      or data.sarcount_split(train_entries(manifests))[0])
-                                  if str(entry["image"]) not in tested]
+
+        def untested(paths):  # the SARCount images of their train split that are not also tested
+            return [e for e in data.sarcount_split(train_entries(paths))[0] if str(e["image"]) not in tested]
+        sets["counting_train"] = untested(counting_manifests) or untested(manifests)
     if tasks & {"zero-shot", "few-shot", "linear-probe"}:
         sets["chips"] = chip_sets(args, manifests, synthetic_set)
     return sets

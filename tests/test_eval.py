@@ -119,6 +119,22 @@ def test_cfar_needs_training_images(run, synthetic, tmp_path, capsys):
     assert report["baselines"] == {} and "cfar: skipped" in capsys.readouterr().err
 
 
+def test_cfar_is_never_fitted_on_a_tested_image(run, synthetic, tmp_path):
+    # A count set whose train split repeats its test images: those are left out, so the scenes' train split
+    # (the data's) is what the detector is fitted on.
+    rows = data.read_manifest(synthetic["count"])
+    both = tmp_path / "count_twice.jsonl"
+    both.write_text("".join(json.dumps({**row, "image": str(row["image"]), "split": split}) + "\n"
+                            for split in ("test", "train") for row in rows))
+    args = evaluation.parse_args(["--checkpoint", str(run), "--data", str(synthetic["scenes"]), "--counting", str(both),
+                                  "--tasks", "counting"])
+    sets = evaluation.prepare_sets(args, {"args": {}})
+    tested = {str(e["image"]) for e in sets["counting"]}
+    assert len(tested) == len(rows) and sets["counting_train"]
+    assert not tested & {str(e["image"]) for e in sets["counting_train"]}
+    assert {e["split"] for e in sets["counting_train"]} == {"train"}
+
+
 def test_counting_keeps_every_prediction(run, synthetic, tmp_path):
     out = tmp_path / "eval"
     evaluation.main(["--checkpoint", str(run), "--counting", str(synthetic["count"]), "--tasks", "counting",
