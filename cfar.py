@@ -8,15 +8,15 @@ local clutter by k standard deviations,
 
 the mean and standard deviation taken over a ring around it (a background window with a guard window
 cut out of its middle, so that the target's own pixels do not raise its threshold). This is the
-"two-parameter" (Gaussian-clutter) CFAR, the first detector most SAR ship-detection work compares
-against (surveyed by D. J. Crisp, "The state-of-the-art in ship detection in synthetic aperture
-radar imagery", DSTO-RR-0272, 2004).
+"two-parameter" (Gaussian-clutter) CFAR, a standard first detector for ships in SAR (surveyed by
+D. J. Crisp, "The state-of-the-art in ship detection in synthetic aperture radar imagery",
+DSTO-RR-0272, 2004).
 The detections are cleaned with a 3 x 3 opening (one speckle pixel is no target), grouped into
 8-connected blobs, and blobs of at least `min_area` pixels are counted.
 
 Nothing here is learned but four numbers (the two windows, k, the smallest blob), which `fit` picks
-from a small grid on training images of each category, as a linear probe picks its weight decay. Image processing is
-scipy's (ndimage), not ours.
+from a small grid on training images of each category, as a linear probe picks its weight decay.
+Image processing is scipy's (ndimage), not ours.
 """
 import itertools
 
