@@ -25,7 +25,7 @@ import torch
 from scipy import ndimage
 
 import rasters
-from metrics import COUNTS, counting_metrics
+from metrics import COUNTS, counting_report
 
 WINDOWS = ((41, 15), (61, 21), (81, 31))  # (background, guard) window sides in pixels of the image as read
 THRESHOLDS = (3.0, 4.0, 5.0, 6.0)  # k: clutter standard deviations above the clutter mean
@@ -122,7 +122,7 @@ def baseline(train_entries, test_entries, display=None):
     """SARCount's CFAR baseline: a setting for each category, fitted on (up to FIT_IMAGES of) its training
     entries, or on all of them pooled for a category with none (the model's prompts name the category
     too); then each test entry counted. Entries: SARCount's (1-10 targets of one category,
-    data.sarcount_split). Returns metrics.counting_metrics' scores, "predictions" as eval.counting's,
+    data.sarcount_split). Returns metrics.counting_report's scores and "predictions", and
     "settings" ({category or "all": setting}) and "fitted_on" (training images for each setting)."""
     if not train_entries:
         raise ValueError("cfar.baseline: no training images to fit the detector on")
@@ -133,10 +133,7 @@ def baseline(train_entries, test_entries, display=None):
     fit_sets = {c: entries for c, entries in fit_sets.items() if entries}
     settings = {c: fit((read(e, display) for e in entries), [sum(e["counts"].values()) for e in entries])
                 for c, entries in fit_sets.items()}
-    true = torch.tensor([sum(e["counts"].values()) for e in test_entries])
     predicted = torch.tensor([count(read(e, display), **settings.get(category_of(e), settings.get("all")))
                               for e in test_entries])
-    predictions = [{"image": str(e["image"]), "category": category_of(e), "true": t, "predicted": p}
-                   for e, t, p in zip(test_entries, true.tolist(), predicted.tolist())]
-    return {**counting_metrics(predicted, true), "predictions": predictions, "settings": settings,
+    return {**counting_report(test_entries, predicted), "settings": settings,
             "fitted_on": {c: len(entries) for c, entries in fit_sets.items()}}

@@ -36,7 +36,7 @@ import rasters
 import synthetic
 from anyreader import AnyReader, largest_useful_side
 from chips import read_chip_folder, read_class_names
-from metrics import (COUNTS, chance_level, classification_metrics, counting_metrics, few_shot, format_counting,
+from metrics import (COUNTS, chance_level, classification_metrics, counting_report, few_shot, format_counting,
                      format_table, held_out, linear_probe, plot_confusion, plot_few_shot, retrieval_metrics)
 from sarclip import CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, CLIPConfig, Tokenizer, load_clip
 
@@ -196,8 +196,8 @@ def counting(model, tokenizer, entries, reader=None, batch_size=64, display=None
     """SARCount: each image (1-10 targets of one class) picks the best of ten prompts, one per number.
 
     The prompts differ only in the number ("a SAR image of {n} ships."), so only the model's sense of
-    how many targets it sees can choose between them. Returns counting_metrics' scores and
-    "predictions": one {"image", "category", "true", "predicted"} per image.
+    how many targets it sees can choose between them. Returns metrics.counting_report(entries, answers):
+    counting_metrics' scores and "predictions", one {"image", "category", "true", "predicted"} per image.
     """
     categories = sorted({next(iter(entry["counts"])) for entry in entries})
     prompts = [count_prompt(n, category) for category in categories for n in COUNTS]
@@ -205,11 +205,7 @@ def counting(model, tokenizer, entries, reader=None, batch_size=64, display=None
     image = encode_images(model, [entry["image"] for entry in entries], reader, batch_size, display)  # [N, D]
     own = text[[categories.index(next(iter(entry["counts"]))) for entry in entries]]  # [N, number, D]
     similarity = torch.einsum("nd,nkd->nk", image, own)
-    predicted = torch.tensor(list(COUNTS))[similarity.argmax(dim=1)]
-    true = torch.tensor([next(iter(entry["counts"].values())) for entry in entries])
-    predictions = [{"image": str(entry["image"]), "category": next(iter(entry["counts"])), "true": t, "predicted": p}
-                   for entry, t, p in zip(entries, true.tolist(), predicted.tolist())]  # kept to look into
-    return {**counting_metrics(predicted, true), "predictions": predictions}
+    return counting_report(entries, torch.tensor(list(COUNTS))[similarity.argmax(dim=1)])
 
 
 def retrieval(model, tokenizer, entries, reader=None, batch_size=64, display=None):

@@ -132,6 +132,16 @@ def counting_metrics(predicted, true):
             "per_count": per_count, "confusion": confusion}
 
 
+def counting_report(entries, predicted):
+    """SARCount's scores of answers to manifest entries (1-10 targets of one category each): counting_metrics'
+    scores and "predictions", one {"image", "category", "true", "predicted"} per entry, kept to look into.
+    predicted: [N] counts, one per entry."""
+    true = torch.tensor([next(iter(entry["counts"].values())) for entry in entries])
+    predictions = [{"image": str(entry["image"]), "category": next(iter(entry["counts"])), "true": t, "predicted": p}
+                   for entry, t, p in zip(entries, true.tolist(), predicted.tolist())]
+    return {**counting_metrics(predicted, true), "predictions": predictions}
+
+
 def fit_logistic_regression(features, labels, num_classes, weight_decay, max_iter=200):
     """Multinomial logistic regression, full-batch L-BFGS on mean cross-entropy + weight_decay * |W|^2.
 
