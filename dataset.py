@@ -254,7 +254,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.max_side = max_side or (image_size and 2 * image_size)
         self.replace_unreadable = replace_unreadable
         self.written = {}  # {(epoch, index): (captions, their claims, true_statements, counts)}, memoised
-        self.cache, self.cached_bytes = OrderedDict(), 0  # {index: decoded image}, least recently used first
+        self.cache, self.cached_bytes = OrderedDict(), 0  # {image path: decoded image}, least recently used first
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -360,13 +360,15 @@ class ManifestDataset(torch.utils.data.Dataset):
         files, so the pixels are kept for the next epoch, up to CACHE_BYTES, the least recently used
         dropped first. Not in a DataLoader worker: train.py makes its workers anew each epoch, so what
         one kept would be gone when asked for again (a set larger than CACHE_BYTES, served in a new
-        order each epoch, also finds little kept)."""
-        if (image := self.cache.get(index)) is not None:
-            self.cache.move_to_end(index)
+        order each epoch, also finds little kept). Kept by file: the copies of a manifest listed again
+        share one decode."""
+        path = self.entries[index]["image"]
+        if (image := self.cache.get(path)) is not None:
+            self.cache.move_to_end(path)
             return image.clone()  # the caller may change its copy; the kept pixels stay as decoded
-        image = load_sar_image(self.entries[index]["image"], self.channels, max_side=self.max_side)
+        image = load_sar_image(path, self.channels, max_side=self.max_side)
         if torch.utils.data.get_worker_info() is None and image.nbytes <= self.CACHE_BYTES:
-            self.cache[index], self.cached_bytes = image.clone(), self.cached_bytes + image.nbytes
+            self.cache[path], self.cached_bytes = image.clone(), self.cached_bytes + image.nbytes
             while self.cached_bytes > self.CACHE_BYTES:
                 self.cached_bytes -= self.cache.popitem(last=False)[1].nbytes
         return image

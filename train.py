@@ -417,7 +417,8 @@ def main(argv=None):
     manifests = [synthetic_scenes if path == "synthetic" else path for path in args.data] or [synthetic_scenes]
     entries = read_entries(manifests)
     train_entries = [e for e in entries if e["split"] == "train"]
-    val_entries = [e for e in entries if e["split"] == "val"]
+    # A manifest listed again is drawn again (README: Train on real SAR); its held-out images count once.
+    val_entries = list({e["image"]: e for e in entries if e["split"] == "val"}.values())
     if not train_entries or not val_entries:
         raise SystemExit(f"{', '.join(map(str, manifests))}: need both 'train' and 'val' images, "
                          f"found {len(train_entries)} and {len(val_entries)}")

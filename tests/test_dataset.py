@@ -264,7 +264,8 @@ def test_decoded_images_are_kept_within_a_byte_budget_and_served_as_copies(tmp_p
     dataset.decoded(1)
     dataset.decoded(0)
     dataset.decoded(2)  # a third scene: the least recently used, 1, goes
-    assert list(dataset.cache) == [0, 2] and dataset.cached_bytes == 2 * 90 * 60 * 4 and len(loads) == 3
+    kept = [dataset.entries[i]["image"] for i in (0, 2)]
+    assert list(dataset.cache) == kept and dataset.cached_bytes == 2 * 90 * 60 * 4 and len(loads) == 3
     fresh = ManifestDataset(manifest, fake_tokenizer, None, split=None, seed=3, augment=True)
     fresh.CACHE_BYTES = 0  # decodes every time
     for dataset.epoch in range(3):  # served from kept pixels, items are what a fresh decode gives
@@ -275,6 +276,19 @@ def test_decoded_images_are_kept_within_a_byte_budget_and_served_as_copies(tmp_p
     worker = ManifestDataset(manifest, fake_tokenizer, None, split=None)
     worker.decoded(0)
     assert not worker.cache  # a worker is made anew each epoch: it keeps nothing
+
+
+def test_a_manifest_listed_twice_is_served_twice_and_decoded_once(tmp_path, monkeypatch):
+    manifest = augment_set(tmp_path)
+    loads = []
+    monkeypatch.setattr("dataset.load_sar_image", lambda *a, **k: loads.append(a[0]) or load_sar_image(*a, **k))
+    dataset = ManifestDataset([manifest, manifest], fake_tokenizer, 32, split=None, seed=3, augment=True)
+    n = len(dataset) // 2
+    for i in range(len(dataset)):
+        dataset[i]
+    assert len(loads) == n and sorted(loads) == sorted(e["image"] for e in dataset.entries[:n])
+    # each copy draws its own augmentation: the two copies of a scene are not served alike
+    assert any(dataset.augmentation(i) != dataset.augmentation(i + n) for i in range(n))
 
 
 def test_both_styles_add_the_simple_template_as_one_more_caption(tmp_path):

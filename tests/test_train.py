@@ -309,8 +309,9 @@ def test_data_synthetic_mixes_the_embedded_set_with_a_manifest(manifest, tmp_pat
     args = small_run(manifest, tmp_path / "run", "--steps", "1")
     args[args.index("--data") + 1:args.index("--data") + 2] = ["synthetic", manifest]  # --data synthetic real.jsonl
     train.main(args)
-    n_train = sum(e["split"] == "train" for e in train.data.read_manifest(manifest))
-    assert f"{2 * n_train} training / " in capsys.readouterr().out  # both parts (here the same set twice)
+    splits = [e["split"] for e in train.data.read_manifest(manifest)]
+    # both parts (here the same set twice) are drawn; the held-out images are scored once
+    assert f"{2 * splits.count('train')} training / {splits.count('val')} held-out" in capsys.readouterr().out
 
 
 def characters(length):
