@@ -25,7 +25,7 @@ import torch
 from scipy import ndimage
 
 import rasters
-from metrics import COUNTS, counting_report
+from metrics import COUNTS, category_of, counting_report
 
 WINDOWS = ((41, 15), (61, 21), (81, 31))  # (background, guard) window sides in pixels of the image as read
 THRESHOLDS = (3.0, 4.0, 5.0, 6.0)  # k: clutter standard deviations above the clutter mean
@@ -111,11 +111,6 @@ def evenly(entries, n=FIT_IMAGES):
     if len(entries) <= n:
         return entries
     return [entries[i] for i in np.linspace(0, len(entries) - 1, n).round().astype(int)]
-
-
-def category_of(entry):
-    """The one category of a SARCount entry: {"counts": {"ship": 3}} -> "ship"."""
-    return next(iter(entry["counts"]))
 
 
 def baseline(train_entries, test_entries, display=None):

@@ -36,8 +36,9 @@ import rasters
 import synthetic
 from anyreader import AnyReader, largest_useful_side
 from chips import read_chip_folder, read_class_names
-from metrics import (COUNTS, chance_level, classification_metrics, counting_report, few_shot, format_counting,
-                     format_table, held_out, linear_probe, plot_confusion, plot_few_shot, retrieval_metrics)
+from metrics import (COUNTS, category_of, chance_level, classification_metrics, counting_report, few_shot,
+                     format_counting, format_table, held_out, linear_probe, plot_confusion, plot_few_shot,
+                     retrieval_metrics)
 from sarclip import CLIP, OPENAI_PIXEL_MEAN, OPENAI_PIXEL_STD, CLIPConfig, Tokenizer, load_clip
 
 # Zero-shot prompts: SAR words around the class name with its article ("a ship", "an aircraft", as D2C
@@ -199,11 +200,11 @@ def counting(model, tokenizer, entries, reader=None, batch_size=64, display=None
     how many targets it sees can choose between them. Returns metrics.counting_report(entries, answers):
     counting_metrics' scores and "predictions", one {"image", "category", "true", "predicted"} per image.
     """
-    categories = sorted({next(iter(entry["counts"])) for entry in entries})
+    categories = sorted({category_of(entry) for entry in entries})
     prompts = [count_prompt(n, category) for category in categories for n in COUNTS]
     text = encode_texts(model, tokenizer, prompts).view(len(categories), len(COUNTS), -1)  # [class, number, D]
     image = encode_images(model, [entry["image"] for entry in entries], reader, batch_size, display)  # [N, D]
-    own = text[[categories.index(next(iter(entry["counts"]))) for entry in entries]]  # [N, number, D]
+    own = text[[categories.index(category_of(entry)) for entry in entries]]  # [N, number, D]
     similarity = torch.einsum("nd,nkd->nk", image, own)
     return counting_report(entries, torch.tensor(list(COUNTS))[similarity.argmax(dim=1)])
 

@@ -132,12 +132,17 @@ def counting_metrics(predicted, true):
             "per_count": per_count, "confusion": confusion}
 
 
+def category_of(entry):
+    """The one category of a SARCount entry: {"counts": {"ship": 3}} -> "ship"."""
+    return next(iter(entry["counts"]))
+
+
 def counting_report(entries, predicted):
     """SARCount's scores of answers to manifest entries (1-10 targets of one category each): counting_metrics'
     scores and "predictions", one {"image", "category", "true", "predicted"} per entry, kept to look into.
     predicted: [N] counts, one per entry."""
     true = torch.tensor([next(iter(entry["counts"].values())) for entry in entries])
-    predictions = [{"image": str(entry["image"]), "category": next(iter(entry["counts"])), "true": t, "predicted": p}
+    predictions = [{"image": str(entry["image"]), "category": category_of(entry), "true": t, "predicted": p}
                    for entry, t, p in zip(entries, true.tolist(), predicted.tolist())]
     return {**counting_metrics(predicted, true), "predictions": predictions}
 
