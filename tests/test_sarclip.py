@@ -113,15 +113,19 @@ def test_tiny_preset_is_small_single_channel_and_runs():
     assert scale.item() == pytest.approx(1 / 0.07)
 
 
-def test_tiny16_is_tiny_reading_the_same_image_in_16_tokens():
+def test_tiny16_is_tiny_reading_the_same_image_in_16_tokens_and_four_layers():
     tiny, tiny16 = CLIP(CLIPConfig(**SIZES["tiny"])), CLIP(CLIPConfig(**SIZES["tiny16"]))
-    assert {**SIZES["tiny16"], "patch_size": 8} == SIZES["tiny"]
+    assert {**SIZES["tiny16"], "patch_size": 8, "vision_layers": 6} == SIZES["tiny"]
     # [1, 64, 64] pixels -> a 4 x 4 grid of 16-px patches: 16 tokens and the class token, not 64 + 1
     assert tiny16.visual.positional_embedding.shape == (4 * 4 + 1, 192)
     assert tiny.visual.positional_embedding.shape == (8 * 8 + 1, 192)
-    # the patch embedding is 4x larger (16 x 16 pixels a token), the positions 48 tokens smaller
+    assert len(tiny16.visual.transformer.resblocks) == 4 and len(tiny.visual.transformer.resblocks) == 6
+    # the patch embedding is 4x larger (16 x 16 pixels a token), the positions 48 tokens smaller, and
+    # two residual blocks of width 192 fewer (attention 4 x 192^2 + 4 x 192, MLP 8 x 192^2 + 5 x 192,
+    # two layer norms 4 x 192)
     added = 192 * (16 * 16 - 8 * 8) - 192 * (65 - 17)
-    assert sum(p.numel() for p in tiny16.parameters()) == 4_426_753 + added == 4_454_401  # README's preset table
+    block = 12 * 192 ** 2 + (4 + 5 + 4) * 192
+    assert sum(p.numel() for p in tiny16.parameters()) == 4_426_753 + added - 2 * block == 3_564_673  # README's preset table
     image_features = tiny16.encode_image(torch.rand(2, 1, 64, 64))
     assert image_features.shape == (2, 128)
 
