@@ -422,9 +422,11 @@ def main(argv=None):
     if not train_entries or not val_entries:
         raise SystemExit(f"{', '.join(map(str, manifests))}: need both 'train' and 'val' images, "
                          f"found {len(train_entries)} and {len(val_entries)}")
-    if leaked := sorted({e["image"] for e in train_entries} & {e["image"] for e in val_entries}):
-        raise SystemExit(f"{len(leaked)} images are 'train' in one of {', '.join(map(str, manifests))} and 'val' "
-                         f"in another, e.g. {', '.join(leaked[:3])}: build the manifests with the same split rule")
+    held_out = {e["image"] for e in entries if e["split"] != "train"}  # val and test: never trained on
+    if leaked := sorted({e["image"] for e in train_entries} & held_out):
+        raise SystemExit(f"{len(leaked)} images are 'train' in one of {', '.join(map(str, manifests))} and held "
+                         f"out ('val' or 'test') in another, e.g. {', '.join(leaked[:3])}: build the manifests "
+                         "with the same split rule")
 
     # ---- model, tokenizer, optimiser
     torch.manual_seed(args.seed)  # every rank builds the same initial weights

@@ -135,14 +135,16 @@ def test_bad_input_is_named_before_any_training_step(manifest, tmp_path):
     with pytest.raises(SystemExit, match=r"1 of 1 images .* are missing, e\.g\. .*gone\.png"):
         train.main(small_run(str(lonely), tmp_path / "b"))
 
-    swapped = tmp_path / "swapped.jsonl"  # the same images split another way: held-out ones would be trained on
-    other_split = {"train": "val", "val": "train", "test": "test"}
-    swapped.write_text("".join(json.dumps({**e, "split": other_split[e["split"]]}) + "\n"
-                               for e in train.data.read_manifest(manifest)))  # image paths resolved
-    args = small_run(manifest, tmp_path / "f")
-    args[args.index("--data") + 1:args.index("--data") + 2] = [manifest, str(swapped)]
-    with pytest.raises(SystemExit, match=r"images are 'train' in one of .*swapped\.jsonl and 'val' in another"):
-        train.main(args)
+    for held_out in ("val", "test"):  # the same images split another way: held-out ones would be trained on
+        swapped = tmp_path / f"swapped_{held_out}.jsonl"
+        other_split = {"train": held_out, held_out: "train"}
+        swapped.write_text("".join(json.dumps({**e, "split": other_split.get(e["split"], e["split"])}) + "\n"
+                                   for e in train.data.read_manifest(manifest)))  # image paths resolved
+        args = small_run(manifest, tmp_path / "f")
+        args[args.index("--data") + 1:args.index("--data") + 2] = [manifest, str(swapped)]
+        with pytest.raises(SystemExit, match=r"images are 'train' in one of .*swapped_\w+\.jsonl and held out "
+                                             r"\('val' or 'test'\) in another"):
+            train.main(args)
 
     (tmp_path / "not_clip.pt").write_bytes(b"garbage")
     with pytest.raises(SystemExit, match=r"--init: .*not_clip\.pt: not a readable PyTorch checkpoint"):
